@@ -1,0 +1,160 @@
+//! Idempotency keys, request fingerprints and the responses replayed for them.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How long a recorded response is replayed, in seconds (24 h).
+pub const REPLAY_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// An idempotency key broke its syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1 to 255 visible ASCII characters ('!' to '~')")]
+pub struct IdempotencyKeyError;
+
+/// A client's `Idempotency-Key`: 1–255 characters from `!` to `~`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates a header value.
+    ///
+    /// # Errors
+    /// [`IdempotencyKeyError`] when empty, longer than 255 or holding any
+    /// character outside `!`..=`~`.
+    pub fn parse(s: &str) -> Result<Self, IdempotencyKeyError> {
+        let ok = (1..=255).contains(&s.len()) && s.bytes().all(|b| (b'!'..=b'~').contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdempotencyKeyError)
+        }
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What makes two requests "the same" for idempotency: method, path and the
+/// body as a JSON value (key order and white space do not matter), hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestFingerprint(String);
+
+impl RequestFingerprint {
+    /// Fingerprints a request. `body` is `None` for an empty body.
+    pub fn new(method: &str, path: &str, body: Option<&Value>) -> Self {
+        let mut canon = String::new();
+        canon.push_str(method);
+        canon.push('\n');
+        canon.push_str(path);
+        canon.push('\n');
+        if let Some(b) = body {
+            canonical(b, &mut canon);
+        }
+        Self(hex::encode(Sha256::digest(canon.as_bytes())))
+    }
+
+    /// Rebuilds a fingerprint an adapter stored.
+    pub fn from_stored(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Writes `v` with object keys sorted and numbers in one form (an integral
+/// float is written as the integer), independently of serde_json's features.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                if let Some(item) = map.get(k) {
+                    canonical(item, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                out.push_str(&format!("{}", f as i64));
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A successful response recorded for replay: status and body exactly as
+/// first sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes (JSON text).
+    pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_allow_visible_ascii_only() {
+        assert!(IdempotencyKey::parse("abc-123_!~").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse("é").is_err());
+        assert!(IdempotencyKey::parse("tab\t").is_err());
+    }
+
+    #[test]
+    fn key_order_and_white_space_do_not_change_the_fingerprint() {
+        let a: Value = serde_json::from_str(r#"{"a": 1, "b": {"x": [1, 2], "y": null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":{"y":null,"x":[1,2]},"a":1}"#).unwrap();
+        assert_eq!(RequestFingerprint::new("POST", "/v1/threads", Some(&a)), RequestFingerprint::new("POST", "/v1/threads", Some(&b)));
+    }
+
+    #[test]
+    fn path_body_and_method_all_count() {
+        let body = json!({"a": 1});
+        let base = RequestFingerprint::new("POST", "/v1/threads", Some(&body));
+        assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads/x/messages", Some(&body)));
+        assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads", Some(&json!({"a": 2}))));
+        assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads", None));
+        assert_ne!(base, RequestFingerprint::new("PUT", "/v1/threads", Some(&body)));
+    }
+
+    proptest! {
+        #[test]
+        fn keys_parse_iff_visible_ascii(s in ".{0,300}") {
+            let ok = !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (33..=126).contains(&b));
+            prop_assert_eq!(IdempotencyKey::parse(&s).is_ok(), ok);
+        }
+    }
+}
