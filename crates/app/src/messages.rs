@@ -1,0 +1,153 @@
+//! Message use cases.
+
+use weft_domain::idempotency::REPLAY_WINDOW_SECS;
+use weft_domain::{ListParams, Message, MessageId, MessagePatch, NewMessage, Page, StoredResponse, ThreadId};
+use weft_ports::{Mode, RequestContext, UnitOfWork};
+
+use crate::threads::{claim, replay};
+use crate::{App, AppError, Idempotency, Render};
+
+impl App {
+    /// Adds a message to a thread and, in the same unit of work, raises the
+    /// thread's `message_count` and `updated_at`.
+    ///
+    /// The thread row is locked (by the count update) before the message id
+    /// is minted, so within a thread ids follow commit order.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the thread is missing, foreign or deleted.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn create_message(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        msg: NewMessage,
+        render: Render<Message>,
+    ) -> Result<StoredResponse, AppError> {
+        self.in_uow(ctx, Mode::ReadWrite, |uow| {
+            let (thread_id, msg, render, app) = (thread_id.clone(), msg.clone(), render.clone(), self.clone());
+            Box::pin(async move {
+                let message = app.add_message(uow, thread_id, msg).await?;
+                Ok(render(&message))
+            })
+        })
+        .await
+    }
+
+    /// Like [`App::create_message`], honouring an `Idempotency-Key` (see
+    /// [`App::create_thread_idempotent`]).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`], [`AppError::IdempotencyKeyReused`], storage errors.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn create_message_idempotent(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        msg: NewMessage,
+        idem: Idempotency,
+        render: Render<Message>,
+    ) -> Result<StoredResponse, AppError> {
+        self.in_uow(ctx, Mode::ReadWrite, |uow| {
+            let (thread_id, msg, render, idem, app) =
+                (thread_id.clone(), msg.clone(), render.clone(), idem.clone(), self.clone());
+            Box::pin(async move {
+                let now = app.deps.clock.now();
+                let not_before = now.minus_seconds(REPLAY_WINDOW_SECS);
+                if let Some(replayed) = replay(uow, &idem, not_before).await? {
+                    return Ok(replayed);
+                }
+                let message = app.add_message(uow, thread_id, msg).await?;
+                let response = render(&message);
+                claim(uow, &idem, &response, now, not_before).await?;
+                Ok(response)
+            })
+        })
+        .await
+    }
+
+    /// Reads one message of one of the caller's threads.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the thread or message is missing, foreign,
+    /// deleted, or the message is of another thread.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn get_message(&self, ctx: &RequestContext, thread_id: ThreadId, id: MessageId) -> Result<Message, AppError> {
+        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+            let (thread_id, id) = (thread_id.clone(), id.clone());
+            Box::pin(async move { Ok(uow.get_message(&thread_id, &id).await?) })
+        })
+        .await
+    }
+
+    /// One page of a thread's messages.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the thread; [`AppError::InvalidCursor`].
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn list_messages(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        params: ListParams<MessageId>,
+    ) -> Result<Page<Message>, AppError> {
+        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+            let (thread_id, params) = (thread_id.clone(), params.clone());
+            Box::pin(async move { Ok(uow.list_messages(&thread_id, &params).await?) })
+        })
+        .await
+    }
+
+    /// Merges a message's metadata under a row lock.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::Invalid`] when the merge breaks the limit.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn modify_message(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        id: MessageId,
+        patch: MessagePatch,
+    ) -> Result<Message, AppError> {
+        self.in_uow(ctx, Mode::ReadWrite, |uow| {
+            let (thread_id, id, patch) = (thread_id.clone(), id.clone(), patch.clone());
+            Box::pin(async move {
+                let current = uow.lock_message(&thread_id, &id).await?;
+                let next = current.patched(&patch)?;
+                uow.update_message(&next).await?;
+                Ok(next)
+            })
+        })
+        .await
+    }
+
+    /// Archives a message and, in the same unit of work, lowers its thread's
+    /// `message_count` and moves `updated_at`. The thread row is locked
+    /// first, in the same order as every other writer (thread, then
+    /// messages), so deletes cannot deadlock with creates or thread deletes.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when the thread or message is not live for the caller.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
+    pub async fn delete_message(&self, ctx: &RequestContext, thread_id: ThreadId, id: MessageId) -> Result<(), AppError> {
+        self.in_uow(ctx, Mode::ReadWrite, |uow| {
+            let (thread_id, id, clock) = (thread_id.clone(), id.clone(), self.deps.clock.clone());
+            Box::pin(async move {
+                let now = clock.now();
+                uow.touch_thread(&thread_id, -1, now).await?;
+                uow.archive_message(&thread_id, &id, now).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn add_message(&self, uow: &mut dyn UnitOfWork, thread_id: ThreadId, msg: NewMessage) -> Result<Message, AppError> {
+        let now = self.deps.clock.now();
+        uow.touch_thread(&thread_id, 1, now).await?;
+        let message = msg.into_message(self.deps.ids.message_id(), thread_id, now);
+        uow.insert_messages(std::slice::from_ref(&message)).await?;
+        Ok(message)
+    }
+}
