@@ -28,14 +28,23 @@ fn graph() -> Graph {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
 
     let name_of: BTreeMap<String, String> = meta["packages"]
         .as_array()
         .expect("packages")
         .iter()
-        .map(|p| (p["id"].as_str().unwrap().to_owned(), p["name"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["name"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let members = meta["workspace_members"]
         .as_array()
@@ -59,14 +68,21 @@ fn graph() -> Graph {
             })
             .map(|d| name_of[d["pkg"].as_str().unwrap()].clone())
             .collect();
-        normal.entry(name).or_insert_with(BTreeSet::new).extend(deps);
+        normal
+            .entry(name)
+            .or_insert_with(BTreeSet::new)
+            .extend(deps);
     }
     Graph { normal, members }
 }
 
 impl Graph {
     fn direct_internal(&self, pkg: &str) -> BTreeSet<String> {
-        self.normal[pkg].iter().filter(|d| self.members.contains(*d)).cloned().collect()
+        self.normal[pkg]
+            .iter()
+            .filter(|d| self.members.contains(*d))
+            .cloned()
+            .collect()
     }
 
     fn closure(&self, pkg: &str) -> BTreeSet<String> {
@@ -95,22 +111,37 @@ fn internal_dependencies_point_inward_only() {
         ("weft-domain", set(&[])),
         ("weft-ports", set(&["weft-domain"])),
         ("weft-app", set(&["weft-domain", "weft-ports"])),
-        ("weft-adapters-postgres", set(&["weft-domain", "weft-ports"])),
+        (
+            "weft-adapters-postgres",
+            set(&["weft-domain", "weft-ports"]),
+        ),
         ("weft-adapters-sqlite", set(&["weft-domain", "weft-ports"])),
         (
             "weft-http",
-            set(&["weft-domain", "weft-ports", "weft-app", "weft-adapters-postgres", "weft-adapters-sqlite"]),
+            set(&[
+                "weft-domain",
+                "weft-ports",
+                "weft-app",
+                "weft-adapters-postgres",
+                "weft-adapters-sqlite",
+            ]),
         ),
-        ("weft-conformance", set(&["weft-domain", "weft-ports", "weft-app", "weft-testkit"])),
+        (
+            "weft-conformance",
+            set(&["weft-domain", "weft-ports", "weft-app", "weft-testkit"]),
+        ),
         ("weft-testkit", set(&[])),
     ]);
     for member in &g.members {
-        let allowed = allowed
-            .get(member.as_str())
-            .unwrap_or_else(|| panic!("{member} is a new crate: add it to the dependency rule and ARCHITECTURE.md"));
+        let allowed = allowed.get(member.as_str()).unwrap_or_else(|| {
+            panic!("{member} is a new crate: add it to the dependency rule and ARCHITECTURE.md")
+        });
         let actual = g.direct_internal(member);
         let outward: Vec<_> = actual.difference(allowed).collect();
-        assert!(outward.is_empty(), "{member} depends outward on {outward:?}");
+        assert!(
+            outward.is_empty(),
+            "{member} depends outward on {outward:?}"
+        );
     }
 }
 
@@ -123,19 +154,29 @@ fn the_core_reaches_neither_sqlx_nor_poem_nor_tokio_io() {
         let bad: Vec<_> = g
             .closure(core)
             .into_iter()
-            .filter(|d| d.starts_with("sqlx") || d.starts_with("poem") || d == "hyper" || d == "reqwest")
+            .filter(|d| {
+                d.starts_with("sqlx") || d.starts_with("poem") || d == "hyper" || d == "reqwest"
+            })
             .collect();
         assert!(bad.is_empty(), "{core} reaches {bad:?}");
     }
     let domain = g.closure("weft-domain");
-    assert!(!domain.contains("tokio") && !domain.contains("async-trait"), "weft-domain must stay synchronous and pure");
+    assert!(
+        !domain.contains("tokio") && !domain.contains("async-trait"),
+        "weft-domain must stay synchronous and pure"
+    );
 }
 
 /// Test-support crates never ship inside the service.
 #[test]
 fn test_support_crates_are_dev_dependencies_only() {
     let g = graph();
-    for shipped in ["weft-http", "weft-app", "weft-adapters-postgres", "weft-adapters-sqlite"] {
+    for shipped in [
+        "weft-http",
+        "weft-app",
+        "weft-adapters-postgres",
+        "weft-adapters-sqlite",
+    ] {
         let closure = g.closure(shipped);
         assert!(
             !closure.contains("weft-testkit") && !closure.contains("weft-conformance"),

@@ -1,7 +1,9 @@
 //! Message use cases.
 
 use weft_domain::idempotency::REPLAY_WINDOW_SECS;
-use weft_domain::{ListParams, Message, MessageId, MessagePatch, NewMessage, Page, StoredResponse, ThreadId};
+use weft_domain::{
+    ListParams, Message, MessageId, MessagePatch, NewMessage, Page, StoredResponse, ThreadId,
+};
 use weft_ports::{Mode, RequestContext, UnitOfWork};
 
 use crate::threads::{claim, replay};
@@ -25,7 +27,8 @@ impl App {
         render: Render<Message>,
     ) -> Result<StoredResponse, AppError> {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
-            let (thread_id, msg, render, app) = (thread_id.clone(), msg.clone(), render.clone(), self.clone());
+            let (thread_id, msg, render, app) =
+                (thread_id.clone(), msg.clone(), render.clone(), self.clone());
             Box::pin(async move {
                 let message = app.add_message(uow, thread_id, msg).await?;
                 Ok(render(&message))
@@ -49,8 +52,13 @@ impl App {
         render: Render<Message>,
     ) -> Result<StoredResponse, AppError> {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
-            let (thread_id, msg, render, idem, app) =
-                (thread_id.clone(), msg.clone(), render.clone(), idem.clone(), self.clone());
+            let (thread_id, msg, render, idem, app) = (
+                thread_id.clone(),
+                msg.clone(),
+                render.clone(),
+                idem.clone(),
+                self.clone(),
+            );
             Box::pin(async move {
                 let now = app.deps.clock.now();
                 let not_before = now.minus_seconds(REPLAY_WINDOW_SECS);
@@ -72,7 +80,12 @@ impl App {
     /// [`AppError::NotFound`] when the thread or message is missing, foreign,
     /// deleted, or the message is of another thread.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
-    pub async fn get_message(&self, ctx: &RequestContext, thread_id: ThreadId, id: MessageId) -> Result<Message, AppError> {
+    pub async fn get_message(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        id: MessageId,
+    ) -> Result<Message, AppError> {
         self.in_uow(ctx, Mode::ReadOnly, |uow| {
             let (thread_id, id) = (thread_id.clone(), id.clone());
             Box::pin(async move { Ok(uow.get_message(&thread_id, &id).await?) })
@@ -130,7 +143,12 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] when the thread or message is not live for the caller.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
-    pub async fn delete_message(&self, ctx: &RequestContext, thread_id: ThreadId, id: MessageId) -> Result<(), AppError> {
+    pub async fn delete_message(
+        &self,
+        ctx: &RequestContext,
+        thread_id: ThreadId,
+        id: MessageId,
+    ) -> Result<(), AppError> {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
             let (thread_id, id, clock) = (thread_id.clone(), id.clone(), self.deps.clock.clone());
             Box::pin(async move {
@@ -143,7 +161,12 @@ impl App {
         .await
     }
 
-    async fn add_message(&self, uow: &mut dyn UnitOfWork, thread_id: ThreadId, msg: NewMessage) -> Result<Message, AppError> {
+    async fn add_message(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        thread_id: ThreadId,
+        msg: NewMessage,
+    ) -> Result<Message, AppError> {
         let now = self.deps.clock.now();
         uow.touch_thread(&thread_id, 1, now).await?;
         let message = msg.into_message(self.deps.ids.message_id(), thread_id, now);

@@ -30,17 +30,29 @@ impl App {
     /// has no user message; [`AppError::Busy`] when the conversation kept
     /// changing through every attempt.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
-    pub async fn auto_rename(&self, ctx: &RequestContext, id: ThreadId) -> Result<Thread, AppError> {
+    pub async fn auto_rename(
+        &self,
+        ctx: &RequestContext,
+        id: ThreadId,
+    ) -> Result<Thread, AppError> {
         for _ in 0..self.config.retry.max_attempts.max(1) {
             let (seen, first) = self.read_for_rename(ctx, &id).await?;
             let title = self.generate_title(ctx, &first).await;
             let outcome = self
                 .in_uow(ctx, Mode::ReadWrite, |uow| {
-                    let (id, seen, first, title, clock) =
-                        (id.clone(), seen.clone(), first.id.clone(), title.clone(), self.deps.clock.clone());
+                    let (id, seen, first, title, clock) = (
+                        id.clone(),
+                        seen.clone(),
+                        first.id.clone(),
+                        title.clone(),
+                        self.deps.clock.clone(),
+                    );
                     Box::pin(async move {
                         let current = uow.lock_thread(&id).await?;
-                        let now_first = uow.first_user_message(&id).await?.ok_or(AppError::NoUserMessage)?;
+                        let now_first = uow
+                            .first_user_message(&id)
+                            .await?
+                            .ok_or(AppError::NoUserMessage)?;
                         if now_first.id != first {
                             return Ok(Outcome::Stale);
                         }
@@ -58,18 +70,27 @@ impl App {
                 .await?;
             match outcome {
                 Outcome::Done(thread) => return Ok(thread),
-                Outcome::Stale => tracing::debug!("first user message changed during auto-rename; starting over"),
+                Outcome::Stale => {
+                    tracing::debug!("first user message changed during auto-rename; starting over")
+                }
             }
         }
         Err(AppError::Busy)
     }
 
-    async fn read_for_rename(&self, ctx: &RequestContext, id: &ThreadId) -> Result<(Thread, Message), AppError> {
+    async fn read_for_rename(
+        &self,
+        ctx: &RequestContext,
+        id: &ThreadId,
+    ) -> Result<(Thread, Message), AppError> {
         self.in_uow(ctx, Mode::ReadOnly, |uow| {
             let id = id.clone();
             Box::pin(async move {
                 let thread = uow.get_thread(&id).await?;
-                let first = uow.first_user_message(&id).await?.ok_or(AppError::NoUserMessage)?;
+                let first = uow
+                    .first_user_message(&id)
+                    .await?
+                    .ok_or(AppError::NoUserMessage)?;
                 Ok((thread, first))
             })
         })
@@ -78,7 +99,9 @@ impl App {
 
     async fn generate_title(&self, ctx: &RequestContext, first: &Message) -> weft_domain::Title {
         let text = first.content.plain_text();
-        match tokio::time::timeout(self.config.title_timeout, self.deps.titles.generate(&text)).await {
+        match tokio::time::timeout(self.config.title_timeout, self.deps.titles.generate(&text))
+            .await
+        {
             Ok(Ok(title)) => title,
             Ok(Err(e)) => {
                 tracing::warn!(request_id = %ctx.request_id(), error = %e, "title generator failed; using the derived title");

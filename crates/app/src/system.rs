@@ -38,7 +38,11 @@ impl V7Ids {
         // A poisoned lock only means another thread panicked mid-update of a
         // plain integer; its value is still a valid lower bound.
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let value = if fresh > *last { fresh } else { last.wrapping_add(1) };
+        let value = if fresh > *last {
+            fresh
+        } else {
+            last.wrapping_add(1)
+        };
         *last = value;
         Uuid::from_u128(value)
     }

@@ -1,7 +1,10 @@
 //! Thread use cases.
 
 use weft_domain::idempotency::REPLAY_WINDOW_SECS;
-use weft_domain::{CreateThread, ListParams, Message, Page, StoredResponse, Thread, ThreadId, ThreadPatch};
+use weft_domain::{
+    CreateThread, ListParams, Message, Page, StoredResponse, Thread, ThreadId, ThreadPatch,
+    Timestamp,
+};
 use weft_ports::{IdempotencyRecord, Mode, PortError, RequestContext, UnitOfWork};
 
 use crate::{App, AppError, Idempotency, Render};
@@ -22,7 +25,7 @@ impl App {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
             let (cmd, render, app) = (cmd.clone(), render.clone(), self.clone());
             Box::pin(async move {
-                let (thread, messages) = app.new_thread(&cmd);
+                let (thread, messages) = app.new_thread(&cmd, app.deps.clock.now());
                 write_thread(uow, &thread, &messages).await?;
                 Ok(render(&thread))
             })
@@ -47,14 +50,15 @@ impl App {
         render: Render<Thread>,
     ) -> Result<StoredResponse, AppError> {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
-            let (cmd, render, idem, app) = (cmd.clone(), render.clone(), idem.clone(), self.clone());
+            let (cmd, render, idem, app) =
+                (cmd.clone(), render.clone(), idem.clone(), self.clone());
             Box::pin(async move {
                 let now = app.deps.clock.now();
                 let not_before = now.minus_seconds(REPLAY_WINDOW_SECS);
                 if let Some(replay) = replay(uow, &idem, not_before).await? {
                     return Ok(replay);
                 }
-                let (thread, messages) = app.new_thread(&cmd);
+                let (thread, messages) = app.new_thread(&cmd, now);
                 let response = render(&thread);
                 claim(uow, &idem, &response, now, not_before).await?;
                 write_thread(uow, &thread, &messages).await?;
@@ -82,7 +86,11 @@ impl App {
     /// # Errors
     /// [`AppError::InvalidCursor`] for a cursor that is not one of the caller's threads.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
-    pub async fn list_threads(&self, ctx: &RequestContext, params: ListParams<ThreadId>) -> Result<Page<Thread>, AppError> {
+    pub async fn list_threads(
+        &self,
+        ctx: &RequestContext,
+        params: ListParams<ThreadId>,
+    ) -> Result<Page<Thread>, AppError> {
         self.in_uow(ctx, Mode::ReadOnly, |uow| {
             let params = params.clone();
             Box::pin(async move { Ok(uow.list_threads(&params).await?) })
@@ -97,7 +105,12 @@ impl App {
     /// [`AppError::NotFound`]; [`AppError::Invalid`] when the merged metadata
     /// breaks its limit (nothing is written).
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
-    pub async fn modify_thread(&self, ctx: &RequestContext, id: ThreadId, patch: ThreadPatch) -> Result<Thread, AppError> {
+    pub async fn modify_thread(
+        &self,
+        ctx: &RequestContext,
+        id: ThreadId,
+        patch: ThreadPatch,
+    ) -> Result<Thread, AppError> {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
             let (id, patch, clock) = (id.clone(), patch.clone(), self.deps.clock.clone());
             Box::pin(async move {
@@ -124,19 +137,25 @@ impl App {
     }
 
     /// A new thread and its initial messages, with fresh ids and one timestamp.
-    fn new_thread(&self, cmd: &CreateThread) -> (Thread, Vec<Message>) {
-        let now = self.deps.clock.now();
+    fn new_thread(&self, cmd: &CreateThread, now: Timestamp) -> (Thread, Vec<Message>) {
         let thread = cmd.to_thread(self.deps.ids.thread_id(), now);
         let messages = cmd
             .messages()
             .iter()
-            .map(|m| m.clone().into_message(self.deps.ids.message_id(), thread.id.clone(), now))
+            .map(|m| {
+                m.clone()
+                    .into_message(self.deps.ids.message_id(), thread.id.clone(), now)
+            })
             .collect();
         (thread, messages)
     }
 }
 
-async fn write_thread(uow: &mut dyn UnitOfWork, thread: &Thread, messages: &[Message]) -> Result<(), AppError> {
+async fn write_thread(
+    uow: &mut dyn UnitOfWork,
+    thread: &Thread,
+    messages: &[Message],
+) -> Result<(), AppError> {
     uow.insert_thread(thread).await?;
     if !messages.is_empty() {
         uow.insert_messages(messages).await?;

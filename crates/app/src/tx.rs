@@ -63,7 +63,12 @@ impl App {
     /// past the request's deadline — only when it fails with a transient
     /// conflict ([`AppError::Busy`], which the ports raise only when the
     /// transaction certainly did not commit).
-    pub(crate) async fn in_uow<T, F>(&self, ctx: &RequestContext, mode: Mode, mut body: F) -> Result<T, AppError>
+    pub(crate) async fn in_uow<T, F>(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+        mut body: F,
+    ) -> Result<T, AppError>
     where
         T: Send,
         F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, AppError>> + Send,
@@ -88,7 +93,12 @@ impl App {
         }
     }
 
-    async fn attempt<T, F>(&self, ctx: &RequestContext, mode: Mode, body: &mut F) -> Result<T, AppError>
+    async fn attempt<T, F>(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+        body: &mut F,
+    ) -> Result<T, AppError>
     where
         F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, AppError>> + Send,
     {

@@ -21,7 +21,9 @@ pub enum ContentError {
     #[error("unsupported content part type '{0}'; only 'text' is supported")]
     UnknownPartType(String),
     /// Total text length out of bounds.
-    #[error("message text must be {MIN_TEXT_CHARS} to {MAX_TEXT_CHARS} characters in all, got {0}")]
+    #[error(
+        "message text must be {MIN_TEXT_CHARS} to {MAX_TEXT_CHARS} characters in all, got {0}"
+    )]
     Length(usize),
     /// The text holds U+0000.
     #[error(transparent)]
@@ -176,13 +178,19 @@ mod tests {
             ContentPartInput::Text("a".into()),
             ContentPartInput::Other("image_url".into()),
         ]);
-        assert_eq!(Content::parse(input), Err(ContentError::UnknownPartType("image_url".into())));
+        assert_eq!(
+            Content::parse(input),
+            Err(ContentError::UnknownPartType("image_url".into()))
+        );
     }
 
     #[test]
     fn the_length_limit_counts_all_parts_together() {
         let half = "x".repeat(128_000);
-        let ok = ContentInput::Parts(vec![ContentPartInput::Text(half.clone()), ContentPartInput::Text(half.clone())]);
+        let ok = ContentInput::Parts(vec![
+            ContentPartInput::Text(half.clone()),
+            ContentPartInput::Text(half.clone()),
+        ]);
         assert!(Content::parse(ok).is_ok());
         let over = ContentInput::Parts(vec![
             ContentPartInput::Text(half.clone()),
@@ -190,8 +198,14 @@ mod tests {
             ContentPartInput::Text("y".into()),
         ]);
         assert_eq!(Content::parse(over), Err(ContentError::Length(256_001)));
-        assert_eq!(Content::parse(ContentInput::Text(String::new())), Err(ContentError::Length(0)));
-        assert_eq!(Content::parse(ContentInput::Parts(vec![])), Err(ContentError::Length(0)));
+        assert_eq!(
+            Content::parse(ContentInput::Text(String::new())),
+            Err(ContentError::Length(0))
+        );
+        assert_eq!(
+            Content::parse(ContentInput::Parts(vec![])),
+            Err(ContentError::Length(0))
+        );
     }
 
     #[test]

@@ -137,17 +137,29 @@ mod tests {
     fn key_order_and_white_space_do_not_change_the_fingerprint() {
         let a: Value = serde_json::from_str(r#"{"a": 1, "b": {"x": [1, 2], "y": null}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"b":{"y":null,"x":[1,2]},"a":1}"#).unwrap();
-        assert_eq!(RequestFingerprint::new("POST", "/v1/threads", Some(&a)), RequestFingerprint::new("POST", "/v1/threads", Some(&b)));
+        assert_eq!(
+            RequestFingerprint::new("POST", "/v1/threads", Some(&a)),
+            RequestFingerprint::new("POST", "/v1/threads", Some(&b))
+        );
     }
 
     #[test]
     fn path_body_and_method_all_count() {
         let body = json!({"a": 1});
         let base = RequestFingerprint::new("POST", "/v1/threads", Some(&body));
-        assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads/x/messages", Some(&body)));
-        assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads", Some(&json!({"a": 2}))));
+        assert_ne!(
+            base,
+            RequestFingerprint::new("POST", "/v1/threads/x/messages", Some(&body))
+        );
+        assert_ne!(
+            base,
+            RequestFingerprint::new("POST", "/v1/threads", Some(&json!({"a": 2})))
+        );
         assert_ne!(base, RequestFingerprint::new("POST", "/v1/threads", None));
-        assert_ne!(base, RequestFingerprint::new("PUT", "/v1/threads", Some(&body)));
+        assert_ne!(
+            base,
+            RequestFingerprint::new("PUT", "/v1/threads", Some(&body))
+        );
     }
 
     proptest! {

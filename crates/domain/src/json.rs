@@ -144,7 +144,9 @@ mod tests {
         assert!(ToolResources::parse(nested_object(32)).is_ok());
         assert_eq!(
             ToolResources::parse(nested_object(33)),
-            Err(JsonError::TooDeep { field: "tool_resources" })
+            Err(JsonError::TooDeep {
+                field: "tool_resources"
+            })
         );
     }
 
@@ -163,7 +165,10 @@ mod tests {
         assert!(Attachments::parse(json!({})).is_err());
         assert!(ToolResources::parse(json!({"a": "x\u{0}"})).is_err());
         assert!(ToolResources::parse(json!({"a\u{0}": 1})).is_err());
-        assert!(Attachments::parse(json!([{"file_id": "f", "tools": [{"type": "file_search"}]}])).is_ok());
+        assert!(
+            Attachments::parse(json!([{"file_id": "f", "tools": [{"type": "file_search"}]}]))
+                .is_ok()
+        );
     }
 
     proptest! {

@@ -144,14 +144,23 @@ impl<I> ListParams<I> {
     ///
     /// # Errors
     /// [`ListError::BothCursors`] when both `after` and `before` are given.
-    pub fn new(limit: PageLimit, order: Order, after: Option<I>, before: Option<I>) -> Result<Self, ListError> {
+    pub fn new(
+        limit: PageLimit,
+        order: Order,
+        after: Option<I>,
+        before: Option<I>,
+    ) -> Result<Self, ListError> {
         let cursor = match (after, before) {
             (Some(_), Some(_)) => return Err(ListError::BothCursors),
             (Some(a), None) => Some(Cursor::After(a)),
             (None, Some(b)) => Some(Cursor::Before(b)),
             (None, None) => None,
         };
-        Ok(Self { limit, order, cursor })
+        Ok(Self {
+            limit,
+            order,
+            cursor,
+        })
     }
 
     /// Parses raw query values; `parse_id` parses a cursor id of this list's kind.
@@ -198,8 +207,12 @@ impl<I> ListParams<I> {
             (Some(Cursor::After(_)), Order::Desc) => (Order::Desc, Some(Bound::Less), false),
             // "Before" pages are the nearest objects on the other side of the
             // cursor: scan away from it in the reverse order, then flip.
-            (Some(Cursor::Before(_)), Order::Asc) => (Order::Asc.reversed(), Some(Bound::Less), true),
-            (Some(Cursor::Before(_)), Order::Desc) => (Order::Desc.reversed(), Some(Bound::Greater), true),
+            (Some(Cursor::Before(_)), Order::Asc) => {
+                (Order::Asc.reversed(), Some(Bound::Less), true)
+            }
+            (Some(Cursor::Before(_)), Order::Desc) => {
+                (Order::Desc.reversed(), Some(Bound::Greater), true)
+            }
         };
         PagePlan {
             bound,
@@ -219,7 +232,10 @@ impl PagePlan {
         if self.reverse {
             rows.reverse();
         }
-        Page { items: rows, has_more }
+        Page {
+            items: rows,
+            has_more,
+        }
     }
 }
 
@@ -237,8 +253,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse(limit: Option<&str>, order: Option<&str>, after: Option<&str>, before: Option<&str>) -> Result<ListParams<u32>, ListError> {
-        ListParams::parse(limit, order, after, before, |s| s.parse::<u32>().map_err(|_| IdError::Request))
+    fn parse(
+        limit: Option<&str>,
+        order: Option<&str>,
+        after: Option<&str>,
+        before: Option<&str>,
+    ) -> Result<ListParams<u32>, ListError> {
+        ListParams::parse(limit, order, after, before, |s| {
+            s.parse::<u32>().map_err(|_| IdError::Request)
+        })
     }
 
     #[test]
@@ -251,17 +274,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        for (l, o) in [(Some("0"), None), (Some("101"), None), (Some("-1"), None), (Some("ten"), None), (None, Some("up"))] {
+        for (l, o) in [
+            (Some("0"), None),
+            (Some("101"), None),
+            (Some("-1"), None),
+            (Some("ten"), None),
+            (None, Some("up")),
+        ] {
             assert!(parse(l, o, None, None).is_err(), "{l:?} {o:?}");
         }
-        assert_eq!(parse(None, None, Some("1"), Some("2")), Err(ListError::BothCursors));
-        assert!(matches!(parse(None, None, Some("x"), None), Err(ListError::Cursor(_))));
+        assert_eq!(
+            parse(None, None, Some("1"), Some("2")),
+            Err(ListError::BothCursors)
+        );
+        assert!(matches!(
+            parse(None, None, Some("x"), None),
+            Err(ListError::Cursor(_))
+        ));
     }
 
     /// Runs a plan over a sorted model of ids the way an adapter's SQL would.
     fn run(ids: &[u32], p: &ListParams<u32>) -> Page<u32> {
         let plan = p.plan();
-        let cursor = p.cursor().map(|c| match c { Cursor::After(i) | Cursor::Before(i) => *i });
+        let cursor = p.cursor().map(|c| match c {
+            Cursor::After(i) | Cursor::Before(i) => *i,
+        });
         let mut rows: Vec<u32> = ids
             .iter()
             .copied()

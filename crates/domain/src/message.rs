@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::{Attachments, Content, Metadata, MessageId, MetadataPatch, ThreadId, Timestamp, ValidationError};
+use crate::{
+    Attachments, Content, MessageId, Metadata, MetadataPatch, ThreadId, Timestamp, ValidationError,
+};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -122,7 +122,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -131,7 +134,10 @@ mod tests {
         assert!(Metadata::parse(sixteen.clone()).is_ok());
         let mut seventeen = sixteen;
         seventeen.insert("k16".into(), "v".into());
-        assert_eq!(Metadata::parse(seventeen), Err(MetadataError::TooManyPairs(17)));
+        assert_eq!(
+            Metadata::parse(seventeen),
+            Err(MetadataError::TooManyPairs(17))
+        );
         assert!(Metadata::parse(map(&[("", "v")])).is_err());
         assert!(Metadata::parse(map(&[(&"k".repeat(65), "v")])).is_err());
         assert!(Metadata::parse(map(&[(&"k".repeat(64), &"v".repeat(512))])).is_ok());
@@ -143,22 +149,39 @@ mod tests {
     fn merge_sets_overwrites_and_removes() {
         let base = Metadata::parse(map(&[("a", "1"), ("b", "2")])).unwrap();
         let patch = MetadataPatch::parse(
-            [("b".to_string(), None), ("c".to_string(), Some("3".to_string())), ("a".to_string(), Some("9".to_string()))]
-                .into_iter()
-                .collect(),
+            [
+                ("b".to_string(), None),
+                ("c".to_string(), Some("3".to_string())),
+                ("a".to_string(), Some("9".to_string())),
+            ]
+            .into_iter()
+            .collect(),
         )
         .unwrap();
-        assert_eq!(base.merged(&patch).unwrap(), Metadata::parse(map(&[("a", "9"), ("c", "3")])).unwrap());
+        assert_eq!(
+            base.merged(&patch).unwrap(),
+            Metadata::parse(map(&[("a", "9"), ("c", "3")])).unwrap()
+        );
     }
 
     #[test]
     fn the_pair_limit_applies_to_the_merged_result() {
         let full: BTreeMap<_, _> = (0..16).map(|i| (format!("k{i}"), "v".into())).collect();
         let base = Metadata::parse(full).unwrap();
-        let add = MetadataPatch::parse([("new".to_string(), Some("v".to_string()))].into_iter().collect()).unwrap();
+        let add = MetadataPatch::parse(
+            [("new".to_string(), Some("v".to_string()))]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
         assert_eq!(base.merged(&add), Err(MetadataError::TooManyPairs(17)));
         let swap = MetadataPatch::parse(
-            [("new".to_string(), Some("v".to_string())), ("k0".to_string(), None)].into_iter().collect(),
+            [
+                ("new".to_string(), Some("v".to_string())),
+                ("k0".to_string(), None),
+            ]
+            .into_iter()
+            .collect(),
         )
         .unwrap();
         assert_eq!(base.merged(&swap).unwrap().as_map().len(), 16);

@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn nul_is_refused_anywhere() {
-        assert_eq!(check_text("t", "a\0b", 0, 10), Err(TextError::Nul { field: "t" }));
+        assert_eq!(
+            check_text("t", "a\0b", 0, 10),
+            Err(TextError::Nul { field: "t" })
+        );
     }
 
     proptest! {

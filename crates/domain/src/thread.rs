@@ -1,6 +1,8 @@
 //! Threads: the stored aggregate and the commands that create or change one.
 
-use crate::{Metadata, MetadataPatch, NewMessage, ThreadId, Timestamp, Title, ToolResources, ValidationError};
+use crate::{
+    Metadata, MetadataPatch, NewMessage, ThreadId, Timestamp, Title, ToolResources, ValidationError,
+};
 
 /// Most messages a thread may be created with.
 pub const MAX_INITIAL_MESSAGES: usize = 32;
@@ -126,16 +128,33 @@ mod tests {
 
     #[test]
     fn at_most_32_initial_messages() {
-        assert!(CreateThread::new(vec![msg(); 32], Metadata::default(), ToolResources::default(), None).is_ok());
+        assert!(CreateThread::new(
+            vec![msg(); 32],
+            Metadata::default(),
+            ToolResources::default(),
+            None
+        )
+        .is_ok());
         assert_eq!(
-            CreateThread::new(vec![msg(); 33], Metadata::default(), ToolResources::default(), None),
+            CreateThread::new(
+                vec![msg(); 33],
+                Metadata::default(),
+                ToolResources::default(),
+                None
+            ),
             Err(ValidationError::TooManyMessages { max: 32, got: 33 })
         );
     }
 
     #[test]
     fn a_new_thread_counts_its_initial_messages_and_has_no_title_by_default() {
-        let c = CreateThread::new(vec![msg(); 3], Metadata::default(), ToolResources::default(), None).unwrap();
+        let c = CreateThread::new(
+            vec![msg(); 3],
+            Metadata::default(),
+            ToolResources::default(),
+            None,
+        )
+        .unwrap();
         let id = ThreadId::parse("thread_0193f1a2b3c4d5e6f708192a3b4c5d6e").unwrap();
         let t = c.to_thread(id, Timestamp::from_unix_seconds(10));
         assert_eq!(t.message_count, 3);
@@ -146,12 +165,31 @@ mod tests {
 
     #[test]
     fn patch_clears_the_title_with_some_none_and_keeps_it_with_none() {
-        let c = CreateThread::new(vec![], Metadata::default(), ToolResources::default(), Some(Title::parse("x").unwrap())).unwrap();
-        let t = c.to_thread(ThreadId::parse("thread_0193f1a2b3c4d5e6f708192a3b4c5d6e").unwrap(), Timestamp::from_unix_seconds(1));
-        let kept = t.patched(&ThreadPatch::default(), Timestamp::from_unix_seconds(2)).unwrap();
+        let c = CreateThread::new(
+            vec![],
+            Metadata::default(),
+            ToolResources::default(),
+            Some(Title::parse("x").unwrap()),
+        )
+        .unwrap();
+        let t = c.to_thread(
+            ThreadId::parse("thread_0193f1a2b3c4d5e6f708192a3b4c5d6e").unwrap(),
+            Timestamp::from_unix_seconds(1),
+        );
+        let kept = t
+            .patched(&ThreadPatch::default(), Timestamp::from_unix_seconds(2))
+            .unwrap();
         assert_eq!(kept.title, t.title);
         assert_eq!(kept.updated_at, Timestamp::from_unix_seconds(2));
-        let cleared = t.patched(&ThreadPatch { title: Some(None), ..Default::default() }, Timestamp::from_unix_seconds(2)).unwrap();
+        let cleared = t
+            .patched(
+                &ThreadPatch {
+                    title: Some(None),
+                    ..Default::default()
+                },
+                Timestamp::from_unix_seconds(2),
+            )
+            .unwrap();
         assert_eq!(cleared.title, None);
     }
 }

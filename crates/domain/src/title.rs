@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn short_text_is_kept_with_white_space_collapsed() {
-        assert_eq!(derive_title("  Quarterly   GPU\ncost review ").as_str(), "Quarterly GPU cost review");
+        assert_eq!(
+            derive_title("  Quarterly   GPU\ncost review ").as_str(),
+            "Quarterly GPU cost review"
+        );
     }
 
     #[test]
@@ -94,7 +97,10 @@ mod tests {
         let t = derive_title("Please help me understand why our quarterly GPU cost went up so much compared to last year");
         assert!(t.as_str().ends_with('…'));
         assert!(t.as_str().chars().count() <= DERIVED_TITLE_CHARS);
-        assert_eq!(t.as_str(), "Please help me understand why our quarterly GPU cost went…");
+        assert_eq!(
+            t.as_str(),
+            "Please help me understand why our quarterly GPU cost went…"
+        );
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub mod uow;
 
 pub use context::RequestContext;
 pub use error::PortError;
-pub use services::{Clock, IdSource, NoopObserver, TitleError, TitleGenerator, TxObserver, TxOutcome};
+pub use services::{
+    Clock, IdSource, NoopObserver, TitleError, TitleGenerator, TxObserver, TxOutcome,
+};
 pub use uow::{
-    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository, UnitOfWork,
-    UnitOfWorkFactory,
+    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository,
+    UnitOfWork, UnitOfWorkFactory,
 };

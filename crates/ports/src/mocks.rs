@@ -4,9 +4,13 @@
 //! a test sets expectations on one object per transaction.
 
 use async_trait::async_trait;
-use weft_domain::{IdempotencyKey, ListParams, Message, MessageId, Page, Thread, ThreadId, Timestamp};
+use weft_domain::{
+    IdempotencyKey, ListParams, Message, MessageId, Page, Thread, ThreadId, Timestamp,
+};
 
-use crate::uow::{IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository, UnitOfWork};
+use crate::uow::{
+    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository, UnitOfWork,
+};
 use crate::PortError;
 
 pub use crate::services::{MockClock, MockIdSource, MockTitleGenerator};

@@ -21,8 +21,8 @@
 
 use async_trait::async_trait;
 use weft_domain::{
-    IdempotencyKey, ListParams, Message, MessageId, Page, RequestFingerprint, StoredResponse, Thread, ThreadId,
-    Timestamp,
+    IdempotencyKey, ListParams, Message, MessageId, Page, RequestFingerprint, StoredResponse,
+    Thread, ThreadId, Timestamp,
 };
 
 use crate::{PortError, RequestContext};
@@ -46,7 +46,11 @@ pub trait UnitOfWorkFactory: Send + Sync {
     /// [`PortError::Unavailable`] when no connection can be had in time or
     /// the database cannot be reached; [`PortError::Conflict`] when the
     /// database is momentarily busy (SQLite); [`PortError::Unexpected`] otherwise.
-    async fn begin(&self, ctx: &RequestContext, mode: Mode) -> Result<Box<dyn UnitOfWork>, PortError>;
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+    ) -> Result<Box<dyn UnitOfWork>, PortError>;
 }
 
 /// Threads of the unit of work's owner.
@@ -85,7 +89,12 @@ pub trait ThreadRepository: Send {
     ///
     /// # Errors
     /// [`PortError::NotFound`] when missing, foreign or deleted.
-    async fn touch_thread(&mut self, id: &ThreadId, delta: i64, at: Timestamp) -> Result<(), PortError>;
+    async fn touch_thread(
+        &mut self,
+        id: &ThreadId,
+        delta: i64,
+        at: Timestamp,
+    ) -> Result<(), PortError>;
 
     /// Archives a live thread and all its messages at `at`: kept in storage,
     /// gone from every read.
@@ -99,7 +108,10 @@ pub trait ThreadRepository: Send {
     /// # Errors
     /// [`PortError::InvalidCursor`] when the cursor is not one of the owner's
     /// threads (a deleted one of theirs stays valid).
-    async fn list_threads(&mut self, params: &ListParams<ThreadId>) -> Result<Page<Thread>, PortError>;
+    async fn list_threads(
+        &mut self,
+        params: &ListParams<ThreadId>,
+    ) -> Result<Page<Thread>, PortError>;
 }
 
 /// Messages of the unit of work's owner.
@@ -119,14 +131,22 @@ pub trait MessageRepository: Send {
     /// # Errors
     /// [`PortError::NotFound`] when either is missing, foreign or deleted, or
     /// the message belongs to another thread.
-    async fn get_message(&mut self, thread_id: &ThreadId, id: &MessageId) -> Result<Message, PortError>;
+    async fn get_message(
+        &mut self,
+        thread_id: &ThreadId,
+        id: &MessageId,
+    ) -> Result<Message, PortError>;
 
     /// Like [`MessageRepository::get_message`], and locks the message until
     /// the unit of work ends.
     ///
     /// # Errors
     /// As [`MessageRepository::get_message`].
-    async fn lock_message(&mut self, thread_id: &ThreadId, id: &MessageId) -> Result<Message, PortError>;
+    async fn lock_message(
+        &mut self,
+        thread_id: &ThreadId,
+        id: &MessageId,
+    ) -> Result<Message, PortError>;
 
     /// Writes a message's metadata.
     ///
@@ -138,7 +158,12 @@ pub trait MessageRepository: Send {
     ///
     /// # Errors
     /// [`PortError::NotFound`] when missing, foreign, deleted or of another thread.
-    async fn archive_message(&mut self, thread_id: &ThreadId, id: &MessageId, at: Timestamp) -> Result<(), PortError>;
+    async fn archive_message(
+        &mut self,
+        thread_id: &ThreadId,
+        id: &MessageId,
+        at: Timestamp,
+    ) -> Result<(), PortError>;
 
     /// One page of a live thread's live messages, executing `params.plan()`.
     ///
@@ -156,7 +181,10 @@ pub trait MessageRepository: Send {
     ///
     /// # Errors
     /// [`PortError::NotFound`] when the thread is not live for the owner.
-    async fn first_user_message(&mut self, thread_id: &ThreadId) -> Result<Option<Message>, PortError>;
+    async fn first_user_message(
+        &mut self,
+        thread_id: &ThreadId,
+    ) -> Result<Option<Message>, PortError>;
 }
 
 /// A recorded successful response for an idempotency key.
@@ -192,7 +220,11 @@ pub trait IdempotencyRepository: Send {
     /// # Errors
     /// [`PortError::Duplicate`] when a record at or after `not_before` exists
     /// (or was committed while this one waited).
-    async fn insert_idempotency(&mut self, record: &IdempotencyRecord, not_before: Timestamp) -> Result<(), PortError>;
+    async fn insert_idempotency(
+        &mut self,
+        record: &IdempotencyRecord,
+        not_before: Timestamp,
+    ) -> Result<(), PortError>;
 }
 
 /// An open transaction for one request, and the only way to its repositories.

@@ -1,0 +1,332 @@
+//! Message use cases: the calls they make, with which arguments, and what
+//! they return.
+
+use mockall::Sequence;
+use weft_domain::{ListParams, MessagePatch, Order, PageLimit, Role};
+use weft_ports::{Mode, TxOutcome};
+
+use crate::support::{
+    err_kind, message, message_id, metadata, metadata_patch, metadata_with, minted_message_id,
+    new_message, now, page, render_message, rendered_message, thread_id, End, ErrKind, Fail,
+    Harness,
+};
+
+// ---------------------------------------------------------------- create
+
+/// The thread's count goes up by one and its `updated_at` to now (locking
+/// the thread row) before the message is minted and inserted; the rendered
+/// message is returned.
+#[tokio::test]
+async fn create_message_raises_the_thread_count_then_inserts_the_message_and_returns_it_rendered() {
+    let mut h = Harness::new();
+    let mut expected = new_message(Role::User, "hello there").into_message(
+        minted_message_id(1),
+        thread_id(3),
+        now(),
+    );
+    expected.metadata = metadata(&[("lang", "en")]);
+    let want = expected.clone();
+    h.uow(Mode::ReadWrite, End::Commit, move |u| {
+        let mut seq = Sequence::new();
+        u.expect_touch_thread()
+            .withf(|id, delta, at| (id, *delta, *at) == (&thread_id(3), 1, now()))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        u.expect_insert_messages()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |ms| {
+                assert_eq!(ms, std::slice::from_ref(&want));
+                Ok(())
+            });
+    });
+    let app = h.app();
+    let mut msg = new_message(Role::User, "hello there");
+    msg.metadata = metadata(&[("lang", "en")]);
+    let got = app
+        .create_message(&h.ctx, thread_id(3), msg, render_message())
+        .await
+        .unwrap();
+    assert_eq!(got, rendered_message(&expected));
+    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::Committed)]);
+}
+
+/// A missing thread: not found, no message id minted, nothing inserted,
+/// rolled back.
+#[tokio::test]
+async fn create_message_rolls_back_when_the_thread_is_missing() {
+    let mut h = Harness::new();
+    h.no_ids();
+    h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_touch_thread()
+            .times(1)
+            .returning(|_, _, _| Err(Fail::NotFound.err()));
+        u.expect_insert_messages().never();
+    });
+    let app = h.app();
+    let r = app
+        .create_message(
+            &h.ctx,
+            thread_id(3),
+            new_message(Role::User, "hi"),
+            render_message(),
+        )
+        .await;
+    assert_eq!(err_kind(r, "create_message"), ErrKind::NotFound);
+    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::RolledBack)]);
+}
+
+/// The count was raised but the insert failed: the whole unit of work, the
+/// count included, is rolled back.
+#[tokio::test]
+async fn create_message_rolls_back_the_raised_count_when_the_insert_fails() {
+    for fail in [Fail::NotFound, Fail::Unavailable, Fail::Unexpected] {
+        let mut h = Harness::new();
+        h.uow(Mode::ReadWrite, End::Rollback, |u| {
+            u.expect_touch_thread().times(1).returning(|_, _, _| Ok(()));
+            u.expect_insert_messages()
+                .times(1)
+                .returning(move |_| Err(fail.err()));
+        });
+        let app = h.app();
+        let r = app
+            .create_message(
+                &h.ctx,
+                thread_id(3),
+                new_message(Role::User, "hi"),
+                render_message(),
+            )
+            .await;
+        assert_eq!(
+            err_kind(r, "create_message"),
+            fail.expected(),
+            "insert failing {fail:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- get / list
+
+/// The message is read from its thread in a read-only unit of work.
+#[tokio::test]
+async fn get_message_reads_the_message_of_its_thread_read_only() {
+    let mut h = Harness::new();
+    h.no_ids();
+    h.uow(Mode::ReadOnly, End::Commit, |u| {
+        u.expect_get_message()
+            .withf(|t, m| (t, m) == (&thread_id(2), &message_id(5)))
+            .times(1)
+            .returning(|_, _| Ok(message(2, 5, Role::Assistant, "answer")));
+    });
+    let app = h.app();
+    let got = app
+        .get_message(&h.ctx, thread_id(2), message_id(5))
+        .await
+        .unwrap();
+    assert_eq!(got, message(2, 5, Role::Assistant, "answer"));
+    assert_eq!(h.observed(), vec![(Mode::ReadOnly, TxOutcome::Committed)]);
+}
+
+/// A message of another thread (or missing, foreign, deleted) is not found.
+#[tokio::test]
+async fn get_message_is_not_found_for_a_message_of_another_thread() {
+    let mut h = Harness::new();
+    h.uow(Mode::ReadOnly, End::Rollback, |u| {
+        u.expect_get_message()
+            .times(1)
+            .returning(|_, _| Err(Fail::NotFound.err()));
+    });
+    let app = h.app();
+    let r = app.get_message(&h.ctx, thread_id(9), message_id(5)).await;
+    assert_eq!(err_kind(r, "get_message"), ErrKind::NotFound);
+}
+
+/// The thread and the list parameters reach the repository unchanged.
+#[tokio::test]
+async fn list_messages_passes_the_thread_and_parameters_through_and_returns_the_page() {
+    let mut h = Harness::new();
+    let params = ListParams::new(
+        PageLimit::new(1).unwrap(),
+        Order::Asc,
+        None,
+        Some(message_id(8)),
+    )
+    .unwrap();
+    let expected = params.clone();
+    h.uow(Mode::ReadOnly, End::Commit, move |u| {
+        u.expect_list_messages()
+            .withf(move |t, p| *t == thread_id(2) && *p == expected)
+            .times(1)
+            .returning(|_, _| Ok(page(vec![message(2, 7, Role::User, "q")], true)));
+    });
+    let app = h.app();
+    let got = app
+        .list_messages(&h.ctx, thread_id(2), params)
+        .await
+        .unwrap();
+    assert_eq!(got, page(vec![message(2, 7, Role::User, "q")], true));
+}
+
+/// A missing thread is not found; a cursor of another thread is invalid.
+#[tokio::test]
+async fn list_messages_reports_a_missing_thread_and_an_unknown_cursor() {
+    for fail in [Fail::NotFound, Fail::InvalidCursor] {
+        let mut h = Harness::new();
+        h.uow(Mode::ReadOnly, End::Rollback, |u| {
+            u.expect_list_messages()
+                .times(1)
+                .returning(move |_, _| Err(fail.err()));
+        });
+        let app = h.app();
+        let r = app
+            .list_messages(&h.ctx, thread_id(2), ListParams::default())
+            .await;
+        assert_eq!(err_kind(r, "list_messages"), fail.expected(), "{fail:?}");
+    }
+}
+
+// ---------------------------------------------------------------- modify
+
+/// Under the message lock, only the metadata changes (merge: set and
+/// remove); the written message is returned.
+#[tokio::test]
+async fn modify_message_merges_metadata_under_the_message_lock() {
+    let mut h = Harness::new();
+    h.no_ids();
+    let mut current = message(2, 5, Role::User, "hi");
+    current.metadata = metadata(&[("a", "1"), ("b", "2")]);
+    let mut expected = current.clone();
+    expected.metadata = metadata(&[("a", "9"), ("c", "3")]);
+    let want = expected.clone();
+    h.uow(Mode::ReadWrite, End::Commit, move |u| {
+        let mut seq = Sequence::new();
+        u.expect_lock_message()
+            .withf(|t, m| (t, m) == (&thread_id(2), &message_id(5)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .return_once(move |_, _| Ok(current));
+        u.expect_update_message()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |m| {
+                assert_eq!(m, &want);
+                Ok(())
+            });
+        u.expect_get_message().never();
+    });
+    let app = h.app();
+    let patch = MessagePatch {
+        metadata: metadata_patch(&[("a", Some("9")), ("b", None), ("c", Some("3"))]),
+    };
+    let got = app
+        .modify_message(&h.ctx, thread_id(2), message_id(5), patch)
+        .await
+        .unwrap();
+    assert_eq!(got, expected);
+}
+
+/// 16 stored pairs plus a new key: invalid, nothing written, rolled back.
+#[tokio::test]
+async fn modify_message_refuses_a_merge_over_sixteen_pairs_and_writes_nothing() {
+    let mut h = Harness::new();
+    let mut current = message(2, 5, Role::User, "hi");
+    current.metadata = metadata_with(16);
+    h.uow(Mode::ReadWrite, End::Rollback, move |u| {
+        u.expect_lock_message()
+            .times(1)
+            .return_once(move |_, _| Ok(current));
+        u.expect_update_message().never();
+    });
+    let app = h.app();
+    let patch = MessagePatch {
+        metadata: metadata_patch(&[("k16", Some("v"))]),
+    };
+    let r = app
+        .modify_message(&h.ctx, thread_id(2), message_id(5), patch)
+        .await;
+    assert_eq!(err_kind(r, "modify_message"), ErrKind::Invalid);
+    assert_eq!(h.begun().len(), 1, "a validation failure is not retried");
+    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::RolledBack)]);
+}
+
+/// A message that is gone when locked: not found, nothing written.
+#[tokio::test]
+async fn modify_message_is_not_found_when_the_message_is_missing() {
+    let mut h = Harness::new();
+    h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_lock_message()
+            .times(1)
+            .returning(|_, _| Err(Fail::NotFound.err()));
+        u.expect_update_message().never();
+    });
+    let app = h.app();
+    let r = app
+        .modify_message(&h.ctx, thread_id(2), message_id(5), MessagePatch::default())
+        .await;
+    assert_eq!(err_kind(r, "modify_message"), ErrKind::NotFound);
+}
+
+// ---------------------------------------------------------------- delete
+
+/// The thread is locked first (count down by one, `updated_at` to now),
+/// then the message archived at the same time.
+#[tokio::test]
+async fn delete_message_lowers_the_thread_count_then_archives_the_message_at_the_same_time() {
+    let mut h = Harness::new();
+    h.no_ids();
+    h.uow(Mode::ReadWrite, End::Commit, |u| {
+        let mut seq = Sequence::new();
+        u.expect_touch_thread()
+            .withf(|t, delta, at| (t, *delta, *at) == (&thread_id(2), -1, now()))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        u.expect_archive_message()
+            .withf(|t, m, at| (t, m, *at) == (&thread_id(2), &message_id(5), now()))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+    });
+    let app = h.app();
+    app.delete_message(&h.ctx, thread_id(2), message_id(5))
+        .await
+        .unwrap();
+    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::Committed)]);
+}
+
+/// The count went down but the message is not there (already deleted, of
+/// another thread): not found, and the lowered count is rolled back.
+#[tokio::test]
+async fn delete_message_rolls_back_the_lowered_count_when_the_message_is_missing() {
+    let mut h = Harness::new();
+    h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_touch_thread().times(1).returning(|_, _, _| Ok(()));
+        u.expect_archive_message()
+            .times(1)
+            .returning(|_, _, _| Err(Fail::NotFound.err()));
+    });
+    let app = h.app();
+    let r = app
+        .delete_message(&h.ctx, thread_id(2), message_id(5))
+        .await;
+    assert_eq!(err_kind(r, "delete_message"), ErrKind::NotFound);
+    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::RolledBack)]);
+}
+
+/// A missing thread: not found, and no message is archived.
+#[tokio::test]
+async fn delete_message_is_not_found_when_the_thread_is_missing() {
+    let mut h = Harness::new();
+    h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_touch_thread()
+            .times(1)
+            .returning(|_, _, _| Err(Fail::NotFound.err()));
+        u.expect_archive_message().never();
+    });
+    let app = h.app();
+    let r = app
+        .delete_message(&h.ctx, thread_id(2), message_id(5))
+        .await;
+    assert_eq!(err_kind(r, "delete_message"), ErrKind::NotFound);
+}
