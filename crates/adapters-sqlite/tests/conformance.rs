@@ -1,0 +1,194 @@
+//! The shared adapter conformance suite (`weft-conformance`), run on SQLite:
+//! the acceptance gate of this adapter. Each test gets a fresh database file
+//! in its own temporary directory.
+
+// Test code: a panic is the assertion (clippy.toml allows this inside
+// #[test] fns; these helpers sit outside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use weft_adapters_sqlite::{SqliteConfig, SqliteStore};
+use weft_conformance::{ConformanceTarget, LeakReport};
+use weft_domain::{
+    Attachments, Content, MessageId, Metadata, Role, ThreadId, Title, ToolResources,
+};
+use weft_ports::UnitOfWorkFactory;
+
+/// The SQLite store on a fresh file, plus the directory that holds it.
+struct SqliteTarget {
+    store: SqliteStore,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A connection of the test's own, outside the store's pools.
+async fn side_connection(path: &Path, read_only: bool) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(read_only)
+        .busy_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Whether some connection holds SQLite's write lock right now. With every
+/// pooled connection idle, a held lock is a leaked write transaction — the
+/// SQLite form of "idle in transaction".
+async fn write_lock_held(path: &Path) -> bool {
+    let mut probe = side_connection(path, false).await;
+    let held = match sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await {
+        Ok(_) => {
+            sqlx::query("ROLLBACK").execute(&mut probe).await.unwrap();
+            false
+        }
+        Err(_) => true,
+    };
+    probe.close().await.unwrap();
+    held
+}
+
+#[async_trait::async_trait]
+impl ConformanceTarget for SqliteTarget {
+    fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        self.store.factory()
+    }
+
+    /// Writers on SQLite are always serialized (one writer connection,
+    /// BEGIN IMMEDIATE): the normal factory is already the strongest.
+    fn serializable_factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        self.store.factory()
+    }
+
+    /// Writers wait for each other (one writer connection, BEGIN IMMEDIATE)
+    /// instead of conflicting, so no retry is expected, only the final state.
+    fn serializable_conflicts(&self) -> bool {
+        false
+    }
+
+    async fn leak_report(&self) -> LeakReport {
+        let stats = self.store.stats();
+        LeakReport {
+            busy_connections: stats.size - stats.idle,
+            idle_in_transaction: u32::from(write_lock_held(&self.path).await),
+            active_statements: 0,
+        }
+    }
+
+    async fn invariant_violations(&self) -> Vec<String> {
+        let mut conn = side_connection(&self.path, true).await;
+        let mut out = Vec::new();
+        let counts = sqlx::query(
+            "SELECT t.id, t.message_count, \
+                    (SELECT count(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL) AS live \
+             FROM threads t WHERE t.deleted_at IS NULL AND t.message_count <> live",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for r in counts {
+            out.push(format!(
+                "thread {} counts {} messages but has {} live",
+                r.get::<String, _>(0),
+                r.get::<i64, _>(1),
+                r.get::<i64, _>(2)
+            ));
+        }
+        let orphans = sqlx::query(
+            "SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id \
+             WHERE m.deleted_at IS NULL AND t.deleted_at IS NOT NULL",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for r in orphans {
+            out.push(format!(
+                "live message {} in an archived thread",
+                r.get::<String, _>(0)
+            ));
+        }
+        let foreign = sqlx::query("SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id WHERE m.owner <> t.owner")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        for r in foreign {
+            out.push(format!(
+                "message {} has another owner than its thread",
+                r.get::<String, _>(0)
+            ));
+        }
+        // Every stored row re-parses into the domain types.
+        let threads =
+            sqlx::query("SELECT id, metadata, tool_resources, title, message_count FROM threads")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        for r in threads {
+            let id: String = r.get(0);
+            let ok = ThreadId::parse(&id).is_ok()
+                && serde_json::from_str(&r.get::<String, _>(1))
+                    .ok()
+                    .and_then(|m| Metadata::parse(m).ok())
+                    .is_some()
+                && serde_json::from_str(&r.get::<String, _>(2))
+                    .ok()
+                    .and_then(|v| ToolResources::parse(v).ok())
+                    .is_some()
+                && r.get::<Option<String>, _>(3)
+                    .is_none_or(|t| Title::parse(&t).is_ok())
+                && r.get::<i64, _>(4) >= 0;
+            if !ok {
+                out.push(format!("thread row {id} does not re-parse"));
+            }
+        }
+        let messages =
+            sqlx::query("SELECT id, thread_id, role, content, attachments, metadata FROM messages")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        for r in messages {
+            let id: String = r.get(0);
+            let ok = MessageId::parse(&id).is_ok()
+                && ThreadId::parse(&r.get::<String, _>(1)).is_ok()
+                && Role::parse(&r.get::<String, _>(2)).is_ok()
+                && Content::from_stored_json(&r.get::<String, _>(3)).is_ok()
+                && serde_json::from_str(&r.get::<String, _>(4))
+                    .ok()
+                    .and_then(|v| Attachments::parse(v).ok())
+                    .is_some()
+                && serde_json::from_str(&r.get::<String, _>(5))
+                    .ok()
+                    .and_then(|m| Metadata::parse(m).ok())
+                    .is_some();
+            if !ok {
+                out.push(format!("message row {id} does not re-parse"));
+            }
+        }
+        conn.close().await.unwrap();
+        out
+    }
+}
+
+/// A migrated store on a fresh file. The acquire timeout is generous because
+/// the load cases queue up to a thousand writers for the single writer
+/// connection.
+async fn make_target() -> SqliteTarget {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let mut cfg = SqliteConfig::new(format!("sqlite://{}", path.display()));
+    cfg.acquire_timeout = Duration::from_secs(120);
+    let store = SqliteStore::connect(&cfg).await.unwrap();
+    store.migrate().await.unwrap();
+    SqliteTarget {
+        store,
+        path,
+        _dir: dir,
+    }
+}
+
+weft_conformance::conformance_tests!(make_target);
