@@ -136,9 +136,13 @@ impl App {
     }
 
     /// Archives a message and, in the same unit of work, lowers its thread's
-    /// `message_count` and moves `updated_at`. The thread row is locked
-    /// first, in the same order as every other writer (thread, then
-    /// messages), so deletes cannot deadlock with creates or thread deletes.
+    /// `message_count` and moves `updated_at`.
+    ///
+    /// Order: lock the thread, archive the message, then lower the count.
+    /// Locking the thread first keeps every writer's lock order (thread,
+    /// then messages), so deletes cannot deadlock with creates or thread
+    /// deletes; archiving before counting means a message that is already
+    /// gone answers not found instead of driving the count below zero.
     ///
     /// # Errors
     /// [`AppError::NotFound`] when the thread or message is not live for the caller.
@@ -153,8 +157,9 @@ impl App {
             let (thread_id, id, clock) = (thread_id.clone(), id.clone(), self.deps.clock.clone());
             Box::pin(async move {
                 let now = clock.now();
-                uow.touch_thread(&thread_id, -1, now).await?;
+                uow.lock_thread(&thread_id).await?;
                 uow.archive_message(&thread_id, &id, now).await?;
+                uow.touch_thread(&thread_id, -1, now).await?;
                 Ok(())
             })
         })

@@ -86,9 +86,12 @@ pub trait ThreadRepository: Send {
     /// Adds `delta` to the live thread's `message_count` and moves its
     /// `updated_at` to `at` (never backwards), in one atomic statement that
     /// also locks the row, so concurrent creates and deletes never lose a count.
+    /// The count never goes below zero: callers archive a message before
+    /// lowering the count, and adapters refuse a negative result.
     ///
     /// # Errors
-    /// [`PortError::NotFound`] when missing, foreign or deleted.
+    /// [`PortError::NotFound`] when missing, foreign or deleted, or when the
+    /// count would go below zero (nothing is changed).
     async fn touch_thread(
         &mut self,
         id: &ThreadId,

@@ -269,21 +269,26 @@ async fn modify_message_is_not_found_when_the_message_is_missing() {
 
 // ---------------------------------------------------------------- delete
 
-/// The thread is locked first (count down by one, `updated_at` to now),
-/// then the message archived at the same time.
+/// The thread is locked first, then the message archived, then the count
+/// lowered by one with `updated_at` moved to the same time.
 #[tokio::test]
-async fn delete_message_lowers_the_thread_count_then_archives_the_message_at_the_same_time() {
+async fn delete_message_locks_the_thread_archives_the_message_then_lowers_the_count() {
     let mut h = Harness::new();
     h.no_ids();
     h.uow(Mode::ReadWrite, End::Commit, |u| {
         let mut seq = Sequence::new();
-        u.expect_touch_thread()
-            .withf(|t, delta, at| (t, *delta, *at) == (&thread_id(2), -1, now()))
+        u.expect_lock_thread()
+            .withf(|t| t == &thread_id(2))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(crate::support::thread(2)));
+        u.expect_archive_message()
+            .withf(|t, m, at| (t, m, *at) == (&thread_id(2), &message_id(5), now()))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(()));
-        u.expect_archive_message()
-            .withf(|t, m, at| (t, m, *at) == (&thread_id(2), &message_id(5), now()))
+        u.expect_touch_thread()
+            .withf(|t, delta, at| (t, *delta, *at) == (&thread_id(2), -1, now()))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(()));
@@ -295,16 +300,19 @@ async fn delete_message_lowers_the_thread_count_then_archives_the_message_at_the
     assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::Committed)]);
 }
 
-/// The count went down but the message is not there (already deleted, of
-/// another thread): not found, and the lowered count is rolled back.
+/// The message is not there (already deleted, of another thread): not
+/// found, and the count is never touched, so it cannot go below zero.
 #[tokio::test]
-async fn delete_message_rolls_back_the_lowered_count_when_the_message_is_missing() {
+async fn delete_message_leaves_the_count_alone_when_the_message_is_missing() {
     let mut h = Harness::new();
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
-        u.expect_touch_thread().times(1).returning(|_, _, _| Ok(()));
+        u.expect_lock_thread()
+            .times(1)
+            .returning(|_| Ok(crate::support::thread(2)));
         u.expect_archive_message()
             .times(1)
             .returning(|_, _, _| Err(Fail::NotFound.err()));
+        u.expect_touch_thread().never();
     });
     let app = h.app();
     let r = app
@@ -319,10 +327,11 @@ async fn delete_message_rolls_back_the_lowered_count_when_the_message_is_missing
 async fn delete_message_is_not_found_when_the_thread_is_missing() {
     let mut h = Harness::new();
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
-        u.expect_touch_thread()
+        u.expect_lock_thread()
             .times(1)
-            .returning(|_, _, _| Err(Fail::NotFound.err()));
+            .returning(|_| Err(Fail::NotFound.err()));
         u.expect_archive_message().never();
+        u.expect_touch_thread().never();
     });
     let app = h.app();
     let r = app

@@ -730,7 +730,7 @@ impl UseCase {
             Self::GetMessage => vec![GetMessage],
             Self::ListMessages => vec![ListMessages],
             Self::ModifyMessage => vec![LockMessage, UpdateMessage],
-            Self::DeleteMessage => vec![TouchThread(-1), ArchiveMessage],
+            Self::DeleteMessage => vec![LockThread, ArchiveMessage, TouchThread(-1)],
         }
     }
 
