@@ -25,6 +25,12 @@ pub struct SqliteConfig {
     /// How long `begin` waits for a free connection before failing with
     /// [`weft_ports::PortError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// How long a unit of work's statements may run in all, from `BEGIN`:
+    /// SQLite has no statement timeout, so a progress handler interrupts any
+    /// statement past this deadline (reported as
+    /// [`weft_ports::PortError::Unavailable`]) and the unit of work rolls back.
+    /// It bounds how long one transaction can hold the single writer.
+    pub transaction_timeout: Duration,
 }
 
 impl SqliteConfig {
@@ -32,13 +38,14 @@ impl SqliteConfig {
     pub const DEFAULT_URL: &'static str = "sqlite://weft.db";
 
     /// A configuration for `url` with the defaults: 16 readers, a 5 s busy
-    /// timeout and a 10 s acquire timeout.
+    /// timeout, a 10 s acquire timeout and a 5 s transaction timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             pool_max: 16,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
+            transaction_timeout: Duration::from_secs(5),
         }
     }
 

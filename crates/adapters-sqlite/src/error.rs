@@ -68,6 +68,7 @@ pub(crate) enum Misuse {
 // https://www.sqlite.org/rescode.html
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+const SQLITE_INTERRUPT: i32 = 9;
 const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 const SQLITE_CANTOPEN: i32 = 14;
@@ -108,7 +109,13 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> PortError {
                 );
                 PortError::Conflict
             }
-            c if matches!(c & 0xff, SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
+            // Interrupted by the transaction deadline (see `uow::TxConn::begin`):
+            // the statement timed out, which the API reports as 503.
+            c if matches!(
+                c & 0xff,
+                SQLITE_INTERRUPT | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+            ) =>
+            {
                 PortError::unavailable(e)
             }
             _ => PortError::unexpected(e),

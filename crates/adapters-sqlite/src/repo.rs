@@ -117,10 +117,13 @@ impl ThreadRepository for SqliteUnitOfWork {
         at: Timestamp,
     ) -> Result<(), PortError> {
         // One conditional statement: the count changes in the database, never
-        // read-modify-written in Rust, so no concurrent change is lost.
+        // read-modify-written in Rust, so no concurrent change is lost. A
+        // delta that would take the count below zero matches no row
+        // (NotFound), as in the PostgreSQL adapter, instead of tripping the
+        // CHECK constraint.
         let q = sqlx::query(
-            "UPDATE threads SET message_count = message_count + ?, updated_at = max(updated_at, ?) \
-             WHERE id = ? AND owner = ? AND deleted_at IS NULL RETURNING id",
+            "UPDATE threads SET message_count = message_count + ?1, updated_at = max(updated_at, ?2) \
+             WHERE id = ?3 AND owner = ?4 AND deleted_at IS NULL AND message_count + ?1 >= 0 RETURNING id",
         )
         .bind(delta)
         .bind(at.unix_seconds())

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -29,6 +30,7 @@ pub struct PoolStats {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    transaction_timeout: Duration,
 }
 
 impl SqliteStore {
@@ -64,7 +66,11 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_lazy_with(reader_opts);
         tracing::info!(file = %file, readers = cfg.pool_max.max(1), "SQLite database open");
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            transaction_timeout: cfg.transaction_timeout,
+        })
     }
 
     /// Applies the embedded migrations that are not applied yet. Safe to run
@@ -113,7 +119,11 @@ impl SqliteStore {
 
     /// The unit-of-work factory over this store's pools.
     pub fn uow_factory(&self) -> SqliteUnitOfWorkFactory {
-        SqliteUnitOfWorkFactory::new(self.writer.clone(), self.reader.clone())
+        SqliteUnitOfWorkFactory::new(
+            self.writer.clone(),
+            self.reader.clone(),
+            self.transaction_timeout,
+        )
     }
 
     /// The unit-of-work factory as the port the app takes.

@@ -40,6 +40,8 @@
 //! later call, `commit` included, fails with `Unexpected` and the
 //! connection is closed on drop.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteQueryResult, SqliteRow};
@@ -69,8 +71,13 @@ pub(crate) struct TxConn {
 }
 
 impl TxConn {
-    /// Takes a connection from `pool` and runs `begin_sql` on it.
-    async fn begin(pool: &SqlitePool, begin_sql: &'static str) -> Result<Self, PortError> {
+    /// Takes a connection from `pool`, arms its deadline `timeout` from now,
+    /// and runs `begin_sql` on it.
+    async fn begin(
+        pool: &SqlitePool,
+        begin_sql: &'static str,
+        timeout: Duration,
+    ) -> Result<Self, PortError> {
         // `acquire` is cancel-safe: a connection it had not yet handed out
         // goes back to the pool unchanged.
         let conn = pool.acquire().await.map_err(map_sqlx)?;
@@ -82,6 +89,7 @@ impl TxConn {
             in_statement: false,
             rollback_on_drop: true,
         };
+        tx.arm_deadline(Instant::now() + timeout).await?;
         if let Err(e) = tx.execute(sqlx::query(begin_sql)).await {
             // BEGIN [IMMEDIATE] that fails with SQLITE_BUSY has opened no
             // transaction, so the connection can be reused; for anything
@@ -164,9 +172,36 @@ impl TxConn {
         self.settle(r)
     }
 
+    /// Bounds every statement of this transaction: SQLite has no statement
+    /// timeout, so a progress handler (called every ~1,000 VM instructions,
+    /// a clock read each time) interrupts any statement still running after
+    /// `deadline`. The statement fails with SQLITE_INTERRUPT (→
+    /// `Unavailable`) and the unit of work is rolled back by its owner.
+    /// Costs one hop to the connection's worker thread, not a database call.
+    async fn arm_deadline(&mut self, deadline: Instant) -> Result<(), PortError> {
+        let conn = self.start()?;
+        let r = conn.lock_handle().await.map(|mut handle| {
+            handle.set_progress_handler(1_000, move || Instant::now() < deadline);
+        });
+        self.settle(r)
+    }
+
+    /// Removes the deadline so the ending statement, and whoever uses the
+    /// connection next outside a unit of work (migrations, readiness), is
+    /// never interrupted by a stale one.
+    async fn disarm_deadline(&mut self) -> Result<(), PortError> {
+        let conn = self.start()?;
+        let r = conn
+            .lock_handle()
+            .await
+            .map(|mut handle| handle.remove_progress_handler());
+        self.settle(r)
+    }
+
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`); only a
     /// completed end makes the connection reusable.
     async fn end(mut self, sql: &'static str) -> Result<(), PortError> {
+        self.disarm_deadline().await?;
         self.execute(sqlx::query(sql)).await?;
         self.clean = true;
         Ok(())
@@ -242,11 +277,20 @@ impl UnitOfWork for SqliteUnitOfWork {
 pub struct SqliteUnitOfWorkFactory {
     writer: SqlitePool,
     reader: SqlitePool,
+    transaction_timeout: Duration,
 }
 
 impl SqliteUnitOfWorkFactory {
-    pub(crate) fn new(writer: SqlitePool, reader: SqlitePool) -> Self {
-        Self { writer, reader }
+    pub(crate) fn new(
+        writer: SqlitePool,
+        reader: SqlitePool,
+        transaction_timeout: Duration,
+    ) -> Self {
+        Self {
+            writer,
+            reader,
+            transaction_timeout,
+        }
     }
 }
 
@@ -265,16 +309,71 @@ impl UnitOfWorkFactory for SqliteUnitOfWorkFactory {
             // no waiting can resolve) in deferred transactions. Holding the
             // lock from BEGIN is also what makes the plain reads of
             // lock_thread/lock_message locking reads.
-            Mode::ReadWrite => TxConn::begin(&self.writer, "BEGIN IMMEDIATE").await?,
+            Mode::ReadWrite => {
+                TxConn::begin(&self.writer, "BEGIN IMMEDIATE", self.transaction_timeout).await?
+            }
             // Deferred: takes a WAL read snapshot at the first read. The
             // connection itself is read-only (SQLITE_OPEN_READONLY), so a
             // write fails in SQLite whatever SQL is sent.
-            Mode::ReadOnly => TxConn::begin(&self.reader, "BEGIN").await?,
+            Mode::ReadOnly => {
+                TxConn::begin(&self.reader, "BEGIN", self.transaction_timeout).await?
+            }
         };
         Ok(Box::new(SqliteUnitOfWork {
             tx,
             owner: ctx.user().clone(),
             mode,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SqliteConfig, SqliteStore};
+
+    /// A statement that would run forever is interrupted at the unit of
+    /// work's deadline, reported as Unavailable (the API's 503), and the
+    /// writer connection is usable again afterwards.
+    #[tokio::test]
+    async fn a_statement_past_the_transaction_deadline_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SqliteConfig::new(format!("sqlite://{}/t.db", dir.path().display()));
+        cfg.transaction_timeout = Duration::from_millis(200);
+        let store = SqliteStore::connect(&cfg).await.unwrap();
+        store.migrate().await.unwrap();
+        let factory = store.uow_factory();
+
+        let mut tx = TxConn::begin(
+            &factory.writer,
+            "BEGIN IMMEDIATE",
+            factory.transaction_timeout,
+        )
+        .await
+        .unwrap();
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            tx.fetch_optional(sqlx::query(endless)),
+        )
+        .await
+        .expect("the deadline must interrupt the statement long before 60 s");
+        assert!(
+            matches!(r, Err(PortError::Unavailable(_))),
+            "got {:?}",
+            r.map(|row| row.is_some())
+        );
+        drop(tx);
+
+        // The next unit of work gets a fresh deadline and works normally.
+        let mut tx = TxConn::begin(&factory.writer, "BEGIN IMMEDIATE", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(tx
+            .fetch_optional(sqlx::query("SELECT 1"))
+            .await
+            .unwrap()
+            .is_some());
+        tx.end("COMMIT").await.unwrap();
     }
 }
