@@ -1,0 +1,119 @@
+//! Errors: the adapter's own (start-up), and the one place where driver
+//! errors become port errors.
+
+use weft_ports::PortError;
+
+/// Starting the store failed. Shown to operators at start-up, never to
+/// API clients.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse as a PostgreSQL URL.
+    #[error("invalid PostgreSQL URL")]
+    Url(#[source] sqlx::Error),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the embedded migrations failed.
+    #[error("applying migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// SQLSTATEs with a meaning for callers.
+mod sqlstate {
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    /// `statement_timeout` fired (or the statement was cancelled).
+    pub const QUERY_CANCELED: &str = "57014";
+    /// `idle_in_transaction_session_timeout` ended the session.
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    /// Class 57P (admin/crash shutdown, cannot connect now).
+    pub const OPERATOR_INTERVENTION_PREFIX: &str = "57P";
+    /// Class 08: connection exceptions.
+    pub const CONNECTION_EXCEPTION_PREFIX: &str = "08";
+    /// Class 53: insufficient resources (too many connections, …).
+    pub const INSUFFICIENT_RESOURCES_PREFIX: &str = "53";
+}
+
+/// Whether the connection that produced `e` may be broken (its protocol
+/// state unknown), so it must be closed rather than reused.
+pub(crate) fn breaks_connection(e: &sqlx::Error) -> bool {
+    !matches!(
+        e,
+        sqlx::Error::Database(_)
+            | sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+    )
+}
+
+/// Translates a driver error into a port error. The only such mapping in
+/// the adapter: the SQL and driver text stay in the error's source chain
+/// (for logs); `PortError`'s own messages are generic.
+pub(crate) fn port_error(e: sqlx::Error) -> PortError {
+    use sqlstate::*;
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                SERIALIZATION_FAILURE | DEADLOCK_DETECTED => PortError::Conflict,
+                UNIQUE_VIOLATION => PortError::Duplicate,
+                QUERY_CANCELED | IDLE_IN_TRANSACTION_TIMEOUT => PortError::unavailable(e),
+                c if c.starts_with(OPERATOR_INTERVENTION_PREFIX)
+                    || c.starts_with(CONNECTION_EXCEPTION_PREFIX)
+                    || c.starts_with(INSUFFICIENT_RESOURCES_PREFIX) =>
+                {
+                    PortError::unavailable(e)
+                }
+                _ => PortError::unexpected(e),
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => PortError::unavailable(e),
+        _ => PortError::unexpected(e),
+    }
+}
+
+/// Stored data that does not re-parse into the domain: data corruption.
+#[derive(Debug, thiserror::Error)]
+#[error("data corruption: stored {what} does not parse: {detail}")]
+pub(crate) struct Corrupt {
+    pub(crate) what: &'static str,
+    pub(crate) detail: String,
+}
+
+/// Wraps a re-parse failure of stored data as `PortError::Unexpected`.
+pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> PortError {
+    PortError::unexpected(Corrupt {
+        what,
+        detail: detail.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_io_failures_are_unavailable_and_hide_their_text() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::other("connection reset by peer")),
+        ] {
+            let p = port_error(e);
+            assert!(matches!(p, PortError::Unavailable(_)), "{p:?}");
+            assert_eq!(p.to_string(), "storage unavailable");
+        }
+    }
+
+    #[test]
+    fn other_driver_errors_are_unexpected_and_generic() {
+        let p = port_error(sqlx::Error::Protocol("SELECT secret FROM x".into()));
+        assert!(matches!(p, PortError::Unexpected(_)));
+        assert!(!p.to_string().contains("SELECT"));
+    }
+}

@@ -1,0 +1,109 @@
+//! The adapter conformance suite (`weft-conformance`) against a real
+//! PostgreSQL: every case of the unit-of-work contract, each on a fresh
+//! database from `weft-testkit`.
+
+// Test and benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use weft_adapters_postgres::{Isolation, PgConfig, PgStore, APPLICATION_NAME};
+use weft_conformance::{ConformanceTarget, LeakReport};
+use weft_ports::UnitOfWorkFactory;
+use weft_testkit::PgHarness;
+
+/// The store under test plus an observer connection (under another
+/// application name, so it never counts itself).
+struct PgTarget {
+    store: PgStore,
+    observer: PgPool,
+}
+
+async fn make_target() -> PgTarget {
+    let url = PgHarness::fresh_database_url()
+        .await
+        .expect("a fresh test database");
+    let mut cfg = PgConfig::new(url.clone());
+    cfg.pool_max = 8;
+    // Generous bounds: the storm queues 1,000 units of work on 8 connections.
+    cfg.acquire_timeout = Duration::from_secs(60);
+    cfg.statement_timeout = Duration::from_secs(30);
+    cfg.idle_in_transaction_timeout = Duration::from_secs(60);
+    let store = PgStore::connect(&cfg).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    assert!(store.ready().await, "a migrated store is ready");
+    let opts = PgConnectOptions::from_str(&url)
+        .expect("url")
+        .application_name("weft-conformance");
+    let observer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("observer");
+    PgTarget { store, observer }
+}
+
+#[async_trait::async_trait]
+impl ConformanceTarget for PgTarget {
+    fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        self.store.factory()
+    }
+
+    fn serializable_factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        self.store.with_isolation(Isolation::Serializable).factory()
+    }
+
+    async fn leak_report(&self) -> LeakReport {
+        let stats = self.store.pool_stats();
+        let (idle_in_tx, active): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state LIKE 'idle in transaction%'), \
+                    count(*) FILTER (WHERE state = 'active') \
+             FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_one(&self.observer)
+        .await
+        .expect("pg_stat_activity");
+        LeakReport {
+            busy_connections: stats.size.saturating_sub(stats.idle),
+            idle_in_transaction: u32::try_from(idle_in_tx).unwrap_or(u32::MAX),
+            active_statements: u32::try_from(active).unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn invariant_violations(&self) -> Vec<String> {
+        let checks = [
+            (
+                "message_count differs from live messages",
+                "SELECT t.id || ': count ' || t.message_count || ' live ' || \
+                    (SELECT count(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL) \
+                 FROM threads t WHERE t.deleted_at IS NULL AND t.message_count <> \
+                    (SELECT count(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL)",
+            ),
+            (
+                "live message of an archived thread",
+                "SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id \
+                 WHERE m.deleted_at IS NULL AND t.deleted_at IS NOT NULL",
+            ),
+            (
+                "message owned by someone else than its thread",
+                "SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id WHERE m.owner <> t.owner",
+            ),
+        ];
+        let mut out = Vec::new();
+        for (what, sql) in checks {
+            let rows: Vec<String> = sqlx::query_scalar(sql)
+                .fetch_all(&self.observer)
+                .await
+                .expect(what);
+            out.extend(rows.into_iter().map(|r| format!("{what}: {r}")));
+        }
+        out
+    }
+}
+
+weft_conformance::conformance_tests!(make_target);

@@ -1,0 +1,120 @@
+//! The app's real use cases over a target's factory: the cancellation,
+//! storm, count and retry cases run these, not hand-written sequences, so
+//! they test the transaction handling the service actually does.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
+use weft_app::{App, AppConfig, Deps, Render};
+use weft_domain::{Message, StoredResponse, Thread, ThreadId};
+use weft_ports::{
+    Mode, PortError, RequestContext, TxObserver, TxOutcome, UnitOfWork, UnitOfWorkFactory,
+};
+
+/// Counts unit-of-work outcomes reported by the app.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Attempts that committed.
+    pub committed: AtomicU64,
+    /// Attempts that rolled back.
+    pub rolled_back: AtomicU64,
+    /// Retries after a transient conflict.
+    pub retried: AtomicU64,
+}
+
+impl TxObserver for Outcomes {
+    fn observe(&self, _mode: Mode, outcome: TxOutcome) {
+        let counter = match outcome {
+            TxOutcome::Committed => &self.committed,
+            TxOutcome::RolledBack => &self.rolled_back,
+            TxOutcome::Retried => &self.retried,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The app over `factory`, with the production clock, ids and titles, the
+/// default retry policy, and `outcomes` as its observer.
+pub fn app(factory: Arc<dyn UnitOfWorkFactory>, outcomes: Arc<Outcomes>) -> App {
+    App::new(
+        Deps {
+            uow: factory,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(V7Ids::default()),
+            titles: Arc::new(DerivedTitles),
+            observer: outcomes,
+        },
+        AppConfig::default(),
+    )
+}
+
+/// Renders a thread as its id (the body the app would record).
+pub fn render_thread() -> Render<Thread> {
+    Arc::new(|t: &Thread| StoredResponse {
+        status: 200,
+        body: t.id.to_string(),
+    })
+}
+
+/// Renders a message as its id.
+pub fn render_message() -> Render<Message> {
+    Arc::new(|m: &Message| StoredResponse {
+        status: 200,
+        body: m.id.to_string(),
+    })
+}
+
+/// A factory whose first `armed` units of work each read `thread` (taking
+/// their snapshot) and then wait — at most `patience` — until all of them
+/// have, before handing the unit of work to the use case. Makes two
+/// read-modify-write use cases overlap deterministically.
+pub struct SnapshotBarrier {
+    inner: Arc<dyn UnitOfWorkFactory>,
+    thread: ThreadId,
+    barrier: tokio::sync::Barrier,
+    armed: AtomicU64,
+    patience: Duration,
+}
+
+impl SnapshotBarrier {
+    /// Arms the barrier for the first `n` units of work. `patience` bounds
+    /// the wait: an adapter that serializes writers blocks the other
+    /// `begin` until this unit of work ends, so the barrier cannot fill.
+    pub fn new(
+        inner: Arc<dyn UnitOfWorkFactory>,
+        thread: ThreadId,
+        n: usize,
+        patience: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            thread,
+            barrier: tokio::sync::Barrier::new(n),
+            armed: AtomicU64::new(n as u64),
+            patience,
+        }
+    }
+}
+
+#[async_trait]
+impl UnitOfWorkFactory for SnapshotBarrier {
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+    ) -> Result<Box<dyn UnitOfWork>, PortError> {
+        let mut uow = self.inner.begin(ctx, mode).await?;
+        let armed = self
+            .armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            uow.get_thread(&self.thread).await?;
+            let _ = tokio::time::timeout(self.patience, self.barrier.wait()).await;
+        }
+        Ok(uow)
+    }
+}
