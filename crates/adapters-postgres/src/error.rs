@@ -33,6 +33,19 @@ mod sqlstate {
     pub const CONNECTION_EXCEPTION_PREFIX: &str = "08";
     /// Class 53: insufficient resources (too many connections, …).
     pub const INSUFFICIENT_RESOURCES_PREFIX: &str = "53";
+    /// Class 28: the server refused our credentials.
+    pub const INVALID_AUTHORIZATION_PREFIX: &str = "28";
+    /// The configured database does not exist (dropped under us).
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+}
+
+/// Translates a failure to get a connection (`pool.acquire`, which may
+/// open a new one) into a port error. Whatever the server said while we
+/// were connecting — unknown database, refused credentials, shutting
+/// down — the client's request could not reach its data: `Unavailable`
+/// (503), never a 500 that would suggest the request itself was at fault.
+pub(crate) fn acquire_error(e: sqlx::Error) -> PortError {
+    PortError::unavailable(e)
 }
 
 /// Whether the connection that produced `e` may be broken (its protocol
@@ -58,10 +71,13 @@ pub(crate) fn port_error(e: sqlx::Error) -> PortError {
             match code.as_str() {
                 SERIALIZATION_FAILURE | DEADLOCK_DETECTED => PortError::Conflict,
                 UNIQUE_VIOLATION => PortError::Duplicate,
-                QUERY_CANCELED | IDLE_IN_TRANSACTION_TIMEOUT => PortError::unavailable(e),
+                QUERY_CANCELED | IDLE_IN_TRANSACTION_TIMEOUT | INVALID_CATALOG_NAME => {
+                    PortError::unavailable(e)
+                }
                 c if c.starts_with(OPERATOR_INTERVENTION_PREFIX)
                     || c.starts_with(CONNECTION_EXCEPTION_PREFIX)
-                    || c.starts_with(INSUFFICIENT_RESOURCES_PREFIX) =>
+                    || c.starts_with(INSUFFICIENT_RESOURCES_PREFIX)
+                    || c.starts_with(INVALID_AUTHORIZATION_PREFIX) =>
                 {
                     PortError::unavailable(e)
                 }
@@ -96,6 +112,17 @@ pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> Por
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_failure_to_get_a_connection_is_unavailable() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Protocol("database \"gone\" does not exist".into()),
+            sqlx::Error::Configuration("bad".into()),
+        ] {
+            assert!(matches!(acquire_error(e), PortError::Unavailable(_)));
+        }
+    }
 
     #[test]
     fn pool_and_io_failures_are_unavailable_and_hide_their_text() {

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
 
 use crate::config::{Isolation, PgConfig};
-use crate::error::{port_error, PgError};
+use crate::error::{acquire_error, PgError};
 use crate::uow::PgUnitOfWork;
 
 /// The embedded migrations (`crates/adapters-postgres/migrations`).
@@ -153,7 +153,7 @@ impl UnitOfWorkFactory for PgStore {
         ctx: &RequestContext,
         mode: Mode,
     ) -> Result<Box<dyn UnitOfWork>, PortError> {
-        let conn = self.pool.acquire().await.map_err(port_error)?;
+        let conn = self.pool.acquire().await.map_err(acquire_error)?;
         let uow =
             PgUnitOfWork::begin(conn, ctx.user().as_str().to_owned(), mode, self.isolation).await?;
         Ok(Box::new(uow))
