@@ -1,0 +1,506 @@
+//! Configuration: the `weft` command line, each setting also a `WEFT_*`
+//! environment variable (API.md's configuration table), and the JWT secret
+//! file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
+
+/// Weft: OpenAI-compatible conversation threads, transaction-safe.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The `weft` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve the API (the default).
+    Serve(ServeArgs),
+    /// Print a bearer token for a user, signed with the configured secret.
+    Token(TokenArgs),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the data lives, and the secret that signs tokens.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://weft.db` (relative to the working directory),
+    /// `sqlite:///abs/path.db`, or `postgres://user:pass@host/db`.
+    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+    pub database_url: String,
+    /// Most database connections this process opens.
+    #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16)]
+    pub pool_max: u32,
+    /// Per-statement timeout in milliseconds (PostgreSQL).
+    #[arg(long, env = "WEFT_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub statement_timeout_ms: u64,
+}
+
+/// The token secret's sources.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HS256 secret, at least 32 bytes. When unset, a random one is
+    /// generated on first start and kept (mode 0600) in the secret file.
+    #[arg(long, env = "WEFT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Where the generated secret is kept. Default: beside the SQLite
+    /// database (`<db>.jwt-secret`), or `./weft.jwt-secret` for PostgreSQL.
+    #[arg(long, env = "WEFT_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+/// Settings of `weft serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Token secret settings.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Listen address.
+    #[arg(long, env = "WEFT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// `tracing` filter, e.g. `info` or `weft_http=debug,info`.
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: `text` or `json` (JSON lines).
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// How long in-flight requests may run after SIGTERM/Ctrl-C, in seconds.
+    #[arg(long, env = "WEFT_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Deadline of one request's work, in milliseconds.
+    #[arg(long, env = "WEFT_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+/// Settings of `weft token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id the token speaks for (1–128 characters).
+    #[arg(long)]
+    pub user: String,
+    /// How long the token is valid: `24h`, `30m`, `7d`, or seconds.
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// Database URL (locates the default secret file).
+    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+    pub database_url: String,
+    /// Token secret settings.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A parsed database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An embedded SQLite file.
+    Sqlite {
+        /// The URL as given (passed to the adapter).
+        url: String,
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server.
+    Postgres {
+        /// The URL as given (passed to the adapter; holds the password).
+        url: String,
+    },
+}
+
+/// The database URL is not one Weft understands.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "WEFT_DATABASE_URL must start with sqlite:// or postgres:// (got a URL starting with '{0}')"
+)]
+pub struct BadDatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Parses `sqlite://…` or `postgres://…`/`postgresql://…`.
+    ///
+    /// # Errors
+    /// [`BadDatabaseUrl`] for any other scheme or an empty SQLite path.
+    pub fn parse(url: &str) -> Result<Self, BadDatabaseUrl> {
+        let scheme_of = || {
+            url.split("://")
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(20)
+                .collect::<String>()
+        };
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() {
+                return Err(BadDatabaseUrl(scheme_of()));
+            }
+            return Ok(Self::Sqlite {
+                url: url.to_owned(),
+                path: PathBuf::from(path),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres {
+                url: url.to_owned(),
+            });
+        }
+        Err(BadDatabaseUrl(scheme_of()))
+    }
+
+    /// The kind and location, safe to log: a PostgreSQL password is masked.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { path, .. } => format!("SQLite at {}", path.display()),
+            Self::Postgres { url } => format!("PostgreSQL at {}", mask_password(url)),
+        }
+    }
+
+    /// The URL to hand to the adapter.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url } => url,
+        }
+    }
+
+    /// Where the generated secret is kept unless configured: beside the
+    /// SQLite file, or in the working directory for PostgreSQL.
+    pub fn default_secret_file(&self) -> PathBuf {
+        match self {
+            Self::Sqlite { path, .. } => {
+                let mut name = path
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_default();
+                name.push(".jwt-secret");
+                path.with_file_name(name)
+            }
+            Self::Postgres { .. } => PathBuf::from("weft.jwt-secret"),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let masked_authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also hide in the query (`?password=`).
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{masked_authority}{tail}")
+}
+
+/// The secret could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Configured or stored secret too short.
+    #[error(transparent)]
+    Weak(#[from] crate::auth::WeakSecret),
+    /// The secret file could not be read or written.
+    #[error("secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OS random source failed.
+    #[error("no secure random source: {0}")]
+    Random(String),
+}
+
+/// Where the secret came from (for the start-up log; never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `WEFT_JWT_SECRET`/`--jwt-secret`.
+    Configured,
+    /// Read from this existing file.
+    File(PathBuf),
+    /// Generated now and written to this file.
+    Generated(PathBuf),
+}
+
+/// The configured secret, or the one kept in the secret file, generating
+/// and storing it (mode 0600) on first use.
+///
+/// # Errors
+/// [`SecretError`] when the secret is too short or the file cannot be used.
+pub fn resolve_secret(
+    args: &SecretArgs,
+    db: &DatabaseUrl,
+) -> Result<(JwtSecret, SecretSource), SecretError> {
+    if let Some(s) = &args.jwt_secret {
+        return Ok((
+            JwtSecret::new(s.as_bytes().to_vec())?,
+            SecretSource::Configured,
+        ));
+    }
+    let path = args
+        .jwt_secret_file
+        .clone()
+        .unwrap_or_else(|| db.default_secret_file());
+    load_or_create_secret(&path)
+}
+
+fn load_or_create_secret(path: &Path) -> Result<(JwtSecret, SecretSource), SecretError> {
+    let io = |source| SecretError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = JwtSecret::new(text.trim().as_bytes().to_vec())?;
+            return Ok((secret, SecretSource::File(path.to_owned())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut raw = [0u8; MIN_SECRET_BYTES * 2];
+    getrandom::getrandom(&mut raw).map_err(|e| SecretError::Random(e.to_string()))?;
+    let text = hex::encode(raw);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match write_private(path, text.as_bytes()) {
+        Ok(()) => {}
+        // Another process created it between our read and our write: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    // Read back what is on disk, so two racing first starts agree on one secret.
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    Ok((
+        JwtSecret::new(text.trim().as_bytes().to_vec())?,
+        SecretSource::Generated(path.to_owned()),
+    ))
+}
+
+/// Creates `path` exclusively, readable and writable by the owner only.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The database.
+    pub database: DatabaseUrl,
+    /// Most pool connections.
+    pub pool_max: u32,
+    /// Per-statement timeout.
+    pub statement_timeout: Duration,
+    /// The token secret.
+    pub secret: JwtSecret,
+    /// Listen address (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Bound on in-flight work after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Deadline of one request's work.
+    pub request_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_select_the_adapter() {
+        let s = DatabaseUrl::parse("sqlite://weft.db").unwrap();
+        assert_eq!(s.default_secret_file(), PathBuf::from("weft.db.jwt-secret"));
+        let abs = DatabaseUrl::parse("sqlite:///var/lib/weft/w.db?mode=rwc").unwrap();
+        assert_eq!(
+            abs.default_secret_file(),
+            PathBuf::from("/var/lib/weft/w.db.jwt-secret")
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:p@h/db").unwrap(),
+            DatabaseUrl::Postgres { .. }
+        ));
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("postgres://u:hunter2@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            mask_password("postgres://h/db?user=u&password=x"),
+            "postgres://h/db?user=u&password=***"
+        );
+        assert!(!DatabaseUrl::parse("postgres://u:hunter2@h/db")
+            .unwrap()
+            .describe()
+            .contains("hunter2"));
+    }
+
+    #[test]
+    fn a_generated_secret_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let (a, src) = load_or_create_secret(&path).unwrap();
+        assert_eq!(src, SecretSource::Generated(path.clone()));
+        let (b, src) = load_or_create_secret(&path).unwrap();
+        assert_eq!(src, SecretSource::File(path.clone()));
+        let user = weft_domain::UserId::parse("u").unwrap();
+        let token = crate::auth::TokenKeys::new(&a)
+            .mint(&user, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            crate::auth::TokenKeys::new(&b).verify(&token).unwrap(),
+            user
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+
+    #[test]
+    fn the_token_hint_names_the_database_without_its_password() {
+        let cli =
+            Cli::try_parse_from(["weft", "--database-url", "postgres://u:hunter2@h/db"]).unwrap();
+        let hint = cli
+            .serve
+            .token_command(&SecretSource::File(PathBuf::from("weft.jwt-secret")));
+        assert_eq!(
+            hint,
+            "WEFT_DATABASE_URL='postgres://u:***@h/db' weft token --user <USER_ID>"
+        );
+        let cli = Cli::try_parse_from(["weft"]).unwrap();
+        assert_eq!(
+            cli.serve
+                .token_command(&SecretSource::Generated(PathBuf::from("x"))),
+            "weft token --user <USER_ID>"
+        );
+    }
+
+    #[test]
+    fn the_cli_defaults_to_serve_with_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["weft"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.serve.database.pool_max, 16);
+        let cli = Cli::try_parse_from(["weft", "token", "--user", "alice", "--ttl", "1h"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Token(t)) if t.ttl == Duration::from_secs(3600))
+        );
+    }
+}
+
+/// The configuration could not be turned into [`Settings`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The database URL is not understood.
+    #[error(transparent)]
+    DatabaseUrl(#[from] BadDatabaseUrl),
+    /// The token secret could not be obtained.
+    #[error("obtaining the JWT secret")]
+    Secret(#[from] SecretError),
+}
+
+impl ServeArgs {
+    /// The validated settings, and where the secret came from (for the log).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a bad database URL or an unusable secret.
+    pub fn settings(&self) -> Result<(Settings, SecretSource), ConfigError> {
+        let database = DatabaseUrl::parse(&self.database.database_url)?;
+        let (secret, source) = resolve_secret(&self.secret, &database)?;
+        let settings = Settings {
+            database,
+            pool_max: self.database.pool_max,
+            statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
+            secret,
+            bind: self.bind,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        };
+        Ok((settings, source))
+    }
+
+    /// The exact `weft token` command that finds the secret this server
+    /// uses, safe to log (a PostgreSQL password is masked: `weft token`
+    /// needs the URL only to locate the secret file).
+    pub fn token_command(&self, source: &SecretSource) -> String {
+        let mut parts = Vec::new();
+        if matches!(source, SecretSource::Configured) {
+            parts.push("WEFT_JWT_SECRET=<the same secret>".to_owned());
+        } else {
+            if self.database.database_url != "sqlite://weft.db" {
+                parts.push(format!(
+                    "WEFT_DATABASE_URL='{}'",
+                    mask_password(&self.database.database_url)
+                ));
+            }
+            if let Some(file) = &self.secret.jwt_secret_file {
+                parts.push(format!("WEFT_JWT_SECRET_FILE='{}'", file.display()));
+            }
+        }
+        parts.push("weft token --user <USER_ID>".to_owned());
+        parts.join(" ")
+    }
+}

@@ -1,0 +1,438 @@
+//! The one error type of the HTTP layer and the OpenAI error envelope.
+//!
+//! Every error response Weft sends — from a use case, an extractor, the
+//! router, the auth check, a panic — ends up as [`ApiError`] rendered by
+//! [`ApiError::into_envelope_response`]. This module is the only place that
+//! maps errors to status codes; 5xx bodies carry a fixed sentence, never the
+//! cause (the cause is logged with the request id instead).
+
+use std::fmt;
+
+use poem::http::StatusCode;
+use poem::{error::ResponseError, Response};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiResponse, Object};
+use serde::Serialize;
+use weft_app::AppError;
+
+/// The body of every error: `{"error": {...}}`, as OpenAI sends it.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ErrorEnvelope {
+    /// The error itself.
+    pub error: ErrorBody,
+}
+
+/// What went wrong, in the OpenAI shape.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ErrorBody {
+    /// A human-readable sentence; never SQL, driver or panic text.
+    pub message: String,
+    /// `invalid_request_error` for 4xx, `server_error` for 5xx.
+    #[serde(rename = "type")]
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// Always `null` (kept for OpenAI compatibility).
+    pub param: Option<String>,
+    /// `invalid_api_key` (401), `idempotency_key_reused` (409), else `null`.
+    pub code: Option<String>,
+}
+
+/// The sentence every 500 carries.
+const INTERNAL_MESSAGE: &str =
+    "The server had an error while processing your request. It changed nothing; please retry.";
+/// The sentence every 503 carries.
+const UNAVAILABLE_MESSAGE: &str = "The database is unavailable or busy right now. Please retry (with the same Idempotency-Key for creates).";
+
+/// What a handler answers when it fails: a status, a safe message and an
+/// optional OpenAI error code. Built only through the constructors below,
+/// so a 5xx can never carry a cause in its message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    code: Option<&'static str>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The object a `404` was about, for the OpenAI-style message.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A thread, by the id the client sent.
+    Thread(&'a str),
+    /// A message of a thread, by the ids the client sent.
+    Message {
+        /// The thread id from the path.
+        thread: &'a str,
+        /// The message id from the path.
+        message: &'a str,
+    },
+}
+
+impl ApiError {
+    /// A `4xx` with `message` shown to the client as is.
+    pub fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        debug_assert!(status.is_client_error());
+        Self {
+            status,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// `400 invalid_request_error`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// `401` with code `invalid_api_key`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            code: Some("invalid_api_key"),
+        }
+    }
+
+    /// `404` for `target`: the same answer for missing, foreign and deleted.
+    pub fn not_found(target: Target<'_>) -> Self {
+        let message = match target {
+            Target::Thread(id) => format!("No thread found with id '{}'.", shorten(id)),
+            Target::Message { thread, message } => format!(
+                "No message found with id '{}' in thread '{}'.",
+                shorten(message),
+                shorten(thread)
+            ),
+        };
+        Self::client(StatusCode::NOT_FOUND, message)
+    }
+
+    /// `413`: the body went over the limit.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    /// `415`: a body that is not JSON.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Unsupported Content-Type '{}'; send 'application/json'.",
+                shorten(content_type)
+            ),
+        )
+    }
+
+    /// `500`, after the caller logged the cause.
+    pub fn internal() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: INTERNAL_MESSAGE.to_owned(),
+            code: None,
+        }
+    }
+
+    /// `503`, after the caller logged the cause.
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: UNAVAILABLE_MESSAGE.to_owned(),
+            code: None,
+        }
+    }
+
+    /// Maps a use case's error; `target` names what a `NotFound` was about.
+    /// Unexpected and unavailable errors are logged here, with their whole
+    /// source chain, inside the request's span (which carries the request id).
+    pub fn from_app(err: AppError, target: Target<'_>) -> Self {
+        match err {
+            AppError::Invalid(e) => Self::bad_request(e.to_string()),
+            AppError::NotFound => Self::not_found(target),
+            AppError::InvalidCursor => Self::bad_request(
+                "Invalid cursor: 'after'/'before' must name an object of this list.",
+            ),
+            AppError::NoUserMessage => {
+                Self::bad_request("The thread has no user message to derive a title from.")
+            }
+            AppError::IdempotencyKeyReused => Self {
+                status: StatusCode::CONFLICT,
+                message:
+                    "This Idempotency-Key was already used with a different request path or body."
+                        .to_owned(),
+                code: Some("idempotency_key_reused"),
+            },
+            AppError::Busy => {
+                tracing::warn!("transaction conflicts exhausted the retries; answering 503");
+                Self::unavailable()
+            }
+            AppError::Unavailable(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "storage unavailable; answering 503");
+                Self::unavailable()
+            }
+            AppError::Unexpected(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "unexpected error; answering 500");
+                Self::internal()
+            }
+        }
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The envelope this error renders as.
+    pub fn envelope(&self) -> ErrorEnvelope {
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        ErrorEnvelope {
+            error: ErrorBody {
+                message: self.message.clone(),
+                kind: kind.to_owned(),
+                param: None,
+                code: self.code.map(str::to_owned),
+            },
+        }
+    }
+
+    /// The complete HTTP response: status and JSON envelope.
+    pub fn into_envelope_response(self) -> Response {
+        let body = serde_json::to_string(&self.envelope())
+            // invariant: the envelope is plain strings and options; a failure here is
+            // unreachable, and the fallback is still a valid envelope.
+            .unwrap_or_else(|_| {
+                r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#
+                    .to_owned()
+            });
+        Response::builder()
+            .status(self.status)
+            .content_type("application/json; charset=utf-8")
+            .body(body)
+    }
+
+    /// Turns any error poem or poem-openapi raised (router, extractors,
+    /// security scheme, body reading) into the envelope, keeping the status
+    /// but never poem's plain-text body. `method` and `path` make the 404/405
+    /// sentences useful.
+    pub fn from_poem(err: poem::Error, method: &str, path: &str) -> Self {
+        if err.is::<ApiError>() {
+            if let Ok(api) = err.downcast::<ApiError>() {
+                return api;
+            }
+            return Self::internal();
+        }
+        let status = err.status();
+        match status {
+            StatusCode::NOT_FOUND => Self::client(
+                status,
+                format!("Invalid URL ({method} {}).", shorten(path)),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => Self::client(
+                status,
+                format!("Method {method} is not allowed for {}.", shorten(path)),
+            ),
+            StatusCode::UNAUTHORIZED => Self::unauthorized(
+                "Missing or invalid credentials: send 'Authorization: Bearer <token>' with a valid token.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(crate::body::BODY_LIMIT),
+            s if s.is_client_error() => Self::client(s, err.to_string()),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::error!(error = %err, "poem error; answering 503");
+                Self::unavailable()
+            }
+            _ => {
+                tracing::error!(error = %err, status = status.as_u16(), "poem error; answering 500");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        Self {
+            status: self.status,
+            message: self.message.clone(),
+            code: self.code,
+        }
+        .into_envelope_response()
+    }
+}
+
+/// Documents the error statuses every `/v1` operation may answer, all with
+/// the envelope schema, so the OpenAPI document matches behaviour.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let doc: [(u16, &'static str); 9] = [
+            (
+                400,
+                "Malformed JSON, wrong types, unknown fields, broken limits, bad query values",
+            ),
+            (
+                401,
+                "Missing or invalid bearer token (code `invalid_api_key`)",
+            ),
+            (404, "Unknown, foreign or deleted id"),
+            (405, "Wrong method on a known route"),
+            (
+                409,
+                "Idempotency-Key reused with another path or body (code `idempotency_key_reused`)",
+            ),
+            (413, "Request body over 1 MiB"),
+            (415, "A body whose Content-Type is not JSON"),
+            (500, "Anything else; nothing was changed"),
+            (503, "The database is unavailable, busy or timed out"),
+        ];
+        MetaResponses {
+            responses: doc
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json; charset=utf-8",
+                        schema: envelope_schema(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorEnvelope::register(registry);
+    }
+}
+
+fn envelope_schema() -> MetaSchemaRef {
+    ErrorEnvelope::schema_ref()
+}
+
+/// Client input echoed in messages is cut short so an error cannot be used
+/// to reflect megabytes back.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 100;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(MAX).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// The error and all its sources, `: `-separated, for one log field.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_say_server_error_and_carry_no_cause() {
+        let e = ApiError::internal().envelope();
+        assert_eq!(e.error.kind, "server_error");
+        assert_eq!(e.error.message, INTERNAL_MESSAGE);
+        assert_eq!(
+            ApiError::unavailable().envelope().error.kind,
+            "server_error"
+        );
+    }
+
+    #[test]
+    fn unauthorized_carries_the_invalid_api_key_code() {
+        let e = ApiError::unauthorized("x").envelope();
+        assert_eq!(e.error.code.as_deref(), Some("invalid_api_key"));
+        assert_eq!(e.error.kind, "invalid_request_error");
+    }
+
+    #[test]
+    fn poem_errors_keep_their_status_but_not_their_body() {
+        let e = ApiError::from_poem(poem::error::NotFoundError.into(), "GET", "/nope");
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.envelope().error.message, "Invalid URL (GET /nope).");
+    }
+
+    #[test]
+    fn storage_failures_answer_5xx_without_their_cause() {
+        let leak = || -> weft_ports::error::BoxError {
+            "SELECT * FROM threads: connection reset by peer".into()
+        };
+        for (err, status) in [
+            (
+                AppError::Unavailable(leak()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                AppError::Unexpected(leak()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (AppError::Busy, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let e = ApiError::from_app(err, Target::Thread("thread_x"));
+            assert_eq!(e.status(), status);
+            let body = serde_json::to_string(&e.envelope()).unwrap();
+            assert!(
+                !body.contains("SELECT") && !body.contains("reset"),
+                "{body}"
+            );
+            assert!(body.contains("server_error"));
+        }
+    }
+
+    #[test]
+    fn app_errors_map_to_their_documented_statuses() {
+        let t = Target::Thread("thread_x");
+        assert_eq!(
+            ApiError::from_app(AppError::NotFound, t).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::from_app(AppError::InvalidCursor, t).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::from_app(AppError::NoUserMessage, t).status(),
+            StatusCode::BAD_REQUEST
+        );
+        let reused = ApiError::from_app(AppError::IdempotencyKeyReused, t);
+        assert_eq!(reused.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            reused.envelope().error.code.as_deref(),
+            Some("idempotency_key_reused")
+        );
+    }
+
+    #[test]
+    fn long_client_input_is_shortened_in_messages() {
+        let e = ApiError::not_found(Target::Thread(&"x".repeat(10_000)));
+        assert!(e.envelope().error.message.chars().count() < 200);
+    }
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics, owned by the server state (no global registry), so
+//! two servers in one process (as in the tests) never share counters.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use weft_ports::{Mode, TxObserver, TxOutcome};
+
+/// A snapshot of the connection pool, read on every scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// Open connections.
+    pub size: u64,
+    /// Open connections not in use.
+    pub idle: u64,
+}
+
+/// Every metric Weft exports, registered in one private registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    cancelled: IntCounter,
+    transactions: IntCounterVec,
+    pool_size: IntGauge,
+    pool_idle: IntGauge,
+    pool_waiting: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// A metric could not be registered (a programming error: duplicate names).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registration failed: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Errors
+    /// [`MetricsError`] if registration fails.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new_custom(Some("weft".to_owned()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route template and method",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "method"],
+        )?;
+        let cancelled = IntCounter::new(
+            "http_requests_cancelled_total",
+            "Requests dropped before their response was ready (shutdown bound reached, HTTP/2 reset) \
+             or whose body broke off mid-way; their use cases still ran to commit or rollback",
+        )?;
+        let transactions = IntCounterVec::new(
+            Opts::new(
+                "transactions_total",
+                "Unit-of-work attempts by mode and outcome (committed, rolled_back, retried)",
+            ),
+            &["mode", "outcome"],
+        )?;
+        let pool_size = IntGauge::new("db_pool_connections", "Open database connections")?;
+        let pool_idle = IntGauge::new(
+            "db_pool_idle_connections",
+            "Open database connections not in use",
+        )?;
+        let pool_waiting = IntGauge::new(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(cancelled.clone()))?;
+        registry.register(Box::new(transactions.clone()))?;
+        registry.register(Box::new(pool_size.clone()))?;
+        registry.register(Box::new(pool_idle.clone()))?;
+        registry.register(Box::new(pool_waiting.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            cancelled,
+            transactions,
+            pool_size,
+            pool_idle,
+            pool_waiting,
+        })
+    }
+
+    /// Records one finished request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route, method])
+            .observe(seconds);
+    }
+
+    /// Records one request dropped before its response was ready.
+    pub fn request_cancelled(&self) {
+        self.cancelled.inc();
+    }
+
+    /// The live gauge of units of work waiting in `begin` for a connection
+    /// (maintained by the composition root's factory decorator).
+    pub fn pool_waiting_gauge(&self) -> IntGauge {
+        self.pool_waiting.clone()
+    }
+
+    /// How many requests were cancelled so far.
+    pub fn cancelled_count(&self) -> u64 {
+        self.cancelled.get()
+    }
+
+    /// The Prometheus text exposition, with the pool gauges set from `pool` first.
+    pub fn render(&self, pool: PoolSnapshot) -> String {
+        self.pool_size.set(clamp(pool.size));
+        self.pool_idle.set(clamp(pool.idle));
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl TxObserver for Metrics {
+    fn observe(&self, mode: Mode, outcome: TxOutcome) {
+        let mode = match mode {
+            Mode::ReadOnly => "read_only",
+            Mode::ReadWrite => "read_write",
+        };
+        let outcome = match outcome {
+            TxOutcome::Committed => "committed",
+            TxOutcome::RolledBack => "rolled_back",
+            TxOutcome::Retried => "retried",
+        };
+        self.transactions.with_label_values(&[mode, outcome]).inc();
+    }
+}
+
+/// The route template of a request path, for metric labels: ids become
+/// `{thread_id}`/`{message_id}` and anything unknown is one label, so a
+/// scanner cannot blow up the label cardinality.
+pub fn route_template(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segs.as_slice() {
+        ["v1", "threads"] => "/v1/threads",
+        ["v1", "threads", _] => "/v1/threads/{thread_id}",
+        ["v1", "threads", _, "auto_rename"] => "/v1/threads/{thread_id}/auto_rename",
+        ["v1", "threads", _, "messages"] => "/v1/threads/{thread_id}/messages",
+        ["v1", "threads", _, "messages", _] => "/v1/threads/{thread_id}/messages/{message_id}",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        ["docs", ..] => "/docs",
+        _ => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_bounded_templates() {
+        assert_eq!(
+            route_template("/v1/threads/thread_x/messages/msg_y"),
+            "/v1/threads/{thread_id}/messages/{message_id}"
+        );
+        assert_eq!(route_template("/v1/threads"), "/v1/threads");
+        assert_eq!(route_template("/v1/threads/"), "/v1/threads");
+        assert_eq!(route_template("/wp-admin/x.php"), "unmatched");
+    }
+
+    #[test]
+    fn the_exposition_names_every_family() {
+        let m = Metrics::new().unwrap();
+        m.observe_request("/v1/threads", "GET", 200, 0.01);
+        m.request_cancelled();
+        m.observe(Mode::ReadWrite, TxOutcome::Committed);
+        let text = m.render(PoolSnapshot { size: 3, idle: 2 });
+        for name in [
+            "weft_http_requests_total",
+            "weft_http_request_duration_seconds_bucket",
+            "weft_http_requests_cancelled_total 1",
+            "weft_transactions_total",
+            "weft_db_pool_connections 3",
+            "weft_db_pool_idle_connections 2",
+            "weft_db_pool_waiting 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

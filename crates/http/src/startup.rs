@@ -1,0 +1,307 @@
+//! The composition root: config → adapter → app → routes → server.
+//!
+//! [`Application::build`] is the one place where concrete types meet; it
+//! binds the listener before returning, so callers (the tests) can read the
+//! bound port when they asked for port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use poem::endpoint::BoxEndpoint;
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::CatchPanic;
+use poem::web::Data;
+use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use prometheus::IntGauge;
+use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
+use weft_app::{App, AppConfig, Deps};
+use weft_ports::{Mode, PortError, RequestContext, TitleGenerator, UnitOfWork, UnitOfWorkFactory};
+
+use crate::api::Api;
+use crate::auth::TokenKeys;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, MetricsError};
+use crate::middleware::Edge;
+use crate::shield::Shield;
+use crate::store::{Store, StoreError};
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metrics registry could not be built.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The listen address could not be bound.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built server: database open and migrated, listener bound, routes
+/// assembled. Nothing is served until [`Application::run_until_stopped`].
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    routes: BoxEndpoint<'static, Response>,
+    store: Store,
+    metrics: Metrics,
+    shield: Shield,
+    shutdown_timeout: Duration,
+}
+
+/// Server state shared (read-only) by the ops endpoints.
+#[derive(Clone)]
+struct Ops {
+    store: Store,
+    metrics: Metrics,
+}
+
+impl Application {
+    /// Opens and migrates the database, wires the app and binds the listener.
+    ///
+    /// # Errors
+    /// [`StartupError`] when the database cannot be opened or migrated, or
+    /// the address cannot be bound.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_titles(settings, Arc::new(DerivedTitles)).await
+    }
+
+    /// Like [`Application::build`] with another title generator (a model
+    /// call in production, a slow fake in tests).
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_titles(
+        settings: Settings,
+        titles: Arc<dyn TitleGenerator>,
+    ) -> Result<Self, StartupError> {
+        let store = Store::connect(&settings).await?;
+        store.migrate().await?;
+        let metrics = Metrics::new()?;
+
+        let deps = Deps {
+            uow: Arc::new(WaitCounting {
+                inner: store.factory(),
+                waiting: metrics.pool_waiting_gauge(),
+            }),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(V7Ids::default()),
+            titles,
+            observer: Arc::new(metrics.clone()),
+        };
+        let app = App::new(deps, AppConfig::default());
+
+        let shield = Shield::default();
+        let api = OpenApiService::new(
+            Api::new(app, shield.clone()),
+            "Weft",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description("OpenAI Assistants v2 compatible threads and messages, transaction-safe.");
+        let spec = api.spec_endpoint();
+        let docs = api.swagger_ui();
+        let ops = Ops {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        let routes = Route::new()
+            .at("/healthz", get(healthz))
+            .at("/readyz", get(readyz))
+            .at("/metrics", get(metrics_text))
+            .at("/openapi.json", spec)
+            .nest("/docs", docs)
+            .nest("/", api)
+            .data(TokenKeys::new(&settings.secret))
+            .data(ops)
+            .with(CatchPanic::new().with_handler(|_| {
+                tracing::error!("handler panicked; answering 500");
+                ApiError::internal().into_envelope_response()
+            }))
+            .with(Edge::new(metrics.clone(), settings.request_timeout))
+            .boxed();
+
+        let acceptor = TcpListener::bind(settings.bind)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(settings.bind);
+        Ok(Self {
+            acceptor,
+            addr,
+            routes,
+            store,
+            metrics,
+            shield,
+            shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// The bound port (the real one when port 0 was asked for).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's metrics (tests read counters through it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// An I/O error of the listener.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` resolves; then stops accepting, lets in-flight
+    /// requests finish within the shutdown timeout, and closes the pool
+    /// (which waits for every connection to come back).
+    ///
+    /// # Errors
+    /// An I/O error of the listener.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let Self {
+            acceptor,
+            routes,
+            store,
+            shield,
+            shutdown_timeout,
+            ..
+        } = self;
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(routes, signal, Some(shutdown_timeout))
+            .await;
+        // Requests cut off at the bound may have left shielded use cases
+        // running: let them reach their commit or rollback (bounded) before
+        // the pool closes under them.
+        if !shield.wait_idle(shutdown_timeout).await {
+            tracing::warn!(
+                running = shield.running(),
+                "use cases still running at shutdown"
+            );
+        }
+        tracing::info!("server stopped; closing the database pool");
+        // close() waits for every connection to come back, bounded so a stuck
+        // statement cannot hang the exit.
+        if tokio::time::timeout(shutdown_timeout, store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database pool did not close in time");
+        }
+        served
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[handler]
+fn healthz() -> Response {
+    json_response(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+#[handler]
+async fn readyz(ops: Data<&Ops>) -> Response {
+    if ops.store.ready().await {
+        json_response(StatusCode::OK, r#"{"status":"ready"}"#)
+    } else {
+        ApiError::unavailable().into_envelope_response()
+    }
+}
+
+#[handler]
+fn metrics_text(ops: Data<&Ops>) -> Response {
+    ops.metrics
+        .render(ops.store.pool())
+        .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+        .into_response()
+}
+
+fn json_response(status: StatusCode, body: &'static str) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type(crate::body::JSON)
+        .body(body)
+}
+
+/// Decorates the adapter's factory to count callers waiting in `begin`
+/// (waiting for a pool connection), for the `db_pool_waiting` gauge: the
+/// adapters do not expose their wait queues, and this works for any adapter.
+struct WaitCounting {
+    inner: Arc<dyn UnitOfWorkFactory>,
+    waiting: IntGauge,
+}
+
+struct Waiting<'a>(&'a IntGauge);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl UnitOfWorkFactory for WaitCounting {
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+    ) -> Result<Box<dyn UnitOfWork>, PortError> {
+        self.waiting.inc();
+        // Decremented on return and on cancellation alike.
+        let _waiting = Waiting(&self.waiting);
+        self.inner.begin(ctx, mode).await
+    }
+}

@@ -1,0 +1,166 @@
+//! The adapter choice: the only place that names a concrete adapter.
+//!
+//! `sqlite://…` opens the embedded SQLite store, `postgres://…` the
+//! PostgreSQL one; both are handed to the app as the same
+//! `UnitOfWorkFactory` port. Everything else in the server sees only
+//! [`Store`]'s small surface: migrate, readiness, pool numbers, close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_adapters_sqlite::{SqliteConfig, SqliteStore};
+use weft_ports::error::BoxError;
+use weft_ports::UnitOfWorkFactory;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::metrics::PoolSnapshot;
+
+/// An open database, whichever adapter serves it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The embedded default.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL server.
+    Postgres(weft_adapters_postgres::PgStore),
+}
+
+/// The database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening the database failed.
+    #[error("could not open the database ({what})")]
+    Connect {
+        /// The database kind and location, password masked.
+        what: String,
+        /// The adapter's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Applying migrations failed.
+    #[error("could not apply migrations")]
+    Migrate(#[source] BoxError),
+}
+
+impl Store {
+    /// Opens the database `settings` name. Does not migrate.
+    ///
+    /// # Errors
+    /// [`StoreError::Connect`] with the adapter's cause.
+    pub async fn connect(settings: &Settings) -> Result<Self, StoreError> {
+        Self::connect_url(
+            &settings.database,
+            settings.pool_max,
+            settings.statement_timeout,
+        )
+        .await
+    }
+
+    /// Opens `database` with at most `pool_max` connections. Does not migrate.
+    ///
+    /// # Errors
+    /// [`StoreError::Connect`] with the adapter's cause.
+    pub async fn connect_url(
+        database: &DatabaseUrl,
+        pool_max: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let connect_err = |source: BoxError| StoreError::Connect {
+            what: database.describe(),
+            source,
+        };
+        match database {
+            DatabaseUrl::Sqlite { url, .. } => {
+                let mut cfg = SqliteConfig::new(url.clone());
+                cfg.pool_max = pool_max;
+                let store = SqliteStore::connect(&cfg)
+                    .await
+                    .map_err(|e| connect_err(Box::new(e)))?;
+                Ok(Self::Sqlite(store))
+            }
+            DatabaseUrl::Postgres { url } => {
+                let mut cfg = weft_adapters_postgres::PgConfig::new(url.clone());
+                cfg.pool_max = pool_max;
+                cfg.statement_timeout = statement_timeout;
+                let store = weft_adapters_postgres::PgStore::connect(&cfg)
+                    .await
+                    .map_err(|e| connect_err(Box::new(e)))?;
+                Ok(Self::Postgres(store))
+            }
+        }
+    }
+
+    /// Applies pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Migrate`] with the adapter's cause.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s
+                .migrate()
+                .await
+                .map_err(|e| StoreError::Migrate(Box::new(e))),
+            Self::Postgres(s) => s
+                .migrate()
+                .await
+                .map_err(|e| StoreError::Migrate(Box::new(e))),
+        }
+    }
+
+    /// The unit-of-work factory the app runs on.
+    pub fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        match self {
+            Self::Sqlite(s) => s.factory(),
+            Self::Postgres(s) => s.factory(),
+        }
+    }
+
+    /// Whether the database answers and every migration is applied; the
+    /// cause is logged, not returned (readiness answers yes or no).
+    pub async fn ready(&self) -> bool {
+        let result: Result<(), BoxError> = match self {
+            Self::Sqlite(s) => s.ready().await.map_err(|e| Box::new(e) as BoxError),
+            Self::Postgres(s) => {
+                if s.ready().await {
+                    Ok(())
+                } else {
+                    Err("PostgreSQL unreachable or migrations pending".into())
+                }
+            }
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::chain(e.as_ref()), "not ready");
+                false
+            }
+        }
+    }
+
+    /// Connection numbers for the pool gauges.
+    pub fn pool(&self) -> PoolSnapshot {
+        match self {
+            Self::Sqlite(s) => {
+                let st = s.stats();
+                PoolSnapshot {
+                    size: u64::from(st.size),
+                    idle: u64::from(st.idle),
+                }
+            }
+            Self::Postgres(s) => {
+                let st = s.pool_stats();
+                PoolSnapshot {
+                    size: u64::from(st.size),
+                    idle: u64::from(st.idle),
+                }
+            }
+        }
+    }
+
+    /// Closes the pool, waiting until every connection in use is returned.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}

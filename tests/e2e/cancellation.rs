@@ -1,0 +1,178 @@
+//! API.md "Safety guarantees": clients that disconnect mid-request leave
+//! no half-written data, no leaked connection, no idle-in-transaction backend.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::both_databases;
+use crate::helpers::TestApp;
+
+async fn raw(app: &TestApp, bytes: Vec<u8>, linger: Duration) {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    if let Ok(mut s) = TcpStream::connect(addr).await {
+        let _ = s.write_all(&bytes).await;
+        tokio::time::sleep(linger).await;
+        // Dropped here: the client is gone, whatever the server was doing.
+    }
+}
+
+both_databases! {
+    /// Clients disconnecting at random points, in a bounded loop: afterwards the pool is idle and the counts are exact.
+    async fn clients_disconnecting_mid_request_leave_everything_consistent(app) {
+        let t = app.create_thread("alice", json!({})).await;
+        let id = t["id"].as_str().unwrap().to_owned();
+        let token = app.token("alice");
+        let started = std::time::Instant::now();
+        for i in 0..60u64 {
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            // 1. A reqwest client that gives up after a few milliseconds.
+            let impatient = reqwest::Client::builder()
+                .timeout(Duration::from_millis(1 + (i * 7) % 25))
+                .build()
+                .unwrap();
+            let mut batch = Vec::new();
+            // Several at once, so some queue for the database and are dropped while waiting.
+            for j in 0..8 {
+                let (c, base, token, id) = (impatient.clone(), app.base.clone(), token.clone(), id.clone());
+                batch.push(tokio::spawn(async move {
+                    let _ = match j % 4 {
+                        0 => c.post(format!("{base}/v1/threads/{id}/messages")).bearer_auth(&token).json(&json!({"role": "user", "content": format!("c{i}")})).send().await,
+                        1 => c.get(format!("{base}/v1/threads/{id}/messages?limit=100")).bearer_auth(&token).send().await,
+                        // Heavy enough (≈1 MB to parse and write) to be dropped mid-handler.
+                        2 => {
+                            let msgs: Vec<serde_json::Value> = (0..32).map(|k| json!({"role": "user", "content": format!("{k}{}", "z".repeat(30_000))})).collect();
+                            c.post(format!("{base}/v1/threads")).bearer_auth(&token).json(&json!({"messages": msgs})).send().await
+                        }
+                        _ => c.post(format!("{base}/v1/threads/{id}/auto_rename")).bearer_auth(&token).send().await,
+                    };
+                }));
+            }
+            // 2. A request whose body never finishes arriving.
+            let partial = format!(
+                "POST /v1/threads/{id}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"role\":\"user\",\"content\":\"par"
+            );
+            raw(&app, partial.into_bytes(), Duration::from_millis(i % 5)).await;
+            // 3. A complete request whose client leaves before the answer.
+            let body = format!("{{\"role\":\"user\",\"content\":\"gone{i}\"}}");
+            let whole = format!(
+                "POST /v1/threads/{id}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            raw(&app, whole.into_bytes(), Duration::from_millis(i % 3)).await;
+            for b in batch {
+                let _ = b.await;
+            }
+        }
+        app.wait_for_idle_pool().await;
+        let cancelled = app.metric("weft_http_requests_cancelled_total ").await.unwrap_or(0.0);
+        assert!(cancelled > 0.0, "dropped requests are counted as cancelled");
+        // A backend whose connection the server just closed may take a moment
+        // to notice; a leak is one that stays.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = app.idle_in_transaction().await;
+            if n == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{n} backends left idle in transaction");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Invariants: every thread's count equals its listed messages.
+        let threads = app.list_all("/v1/threads", "alice", "asc", 100).await;
+        for th in threads {
+            let tid = th["id"].as_str().unwrap();
+            let msgs = app.list_all(&format!("/v1/threads/{tid}/messages"), "alice", "asc", 100).await;
+            let fresh = app.get(&format!("/v1/threads/{tid}"), "alice").await.expect(200);
+            assert_eq!(fresh["message_count"].as_u64().unwrap() as usize, msgs.len(), "thread {tid}");
+            // Threads are created whole: with all initial messages or not at all.
+            if tid != id {
+                assert_eq!(msgs.len(), 32, "thread {tid} created whole");
+            }
+        }
+        // The server still serves normally.
+        app.create_message("alice", &id, "after the storm").await;
+    }
+}
+
+#[allow(dead_code)]
+fn _uses(_: &TestApp) {}
+
+/// A title generator that takes its time, so a client can give up mid-request.
+struct SlowTitles;
+
+#[async_trait::async_trait]
+impl weft_ports::TitleGenerator for SlowTitles {
+    async fn generate(
+        &self,
+        _first_user_text: &str,
+    ) -> Result<weft_domain::Title, weft_ports::TitleError> {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(weft_domain::Title::parse("slow title").expect("valid title"))
+    }
+}
+
+/// Shutdown while a slow use case runs, with a shutdown bound shorter than
+/// the use case: the request is dropped (and counted as cancelled), yet the
+/// use case runs to its commit before the pool closes (the shield), so the
+/// restarted server sees its write.
+async fn a_use_case_outlives_its_dropped_request(db: crate::helpers::Db) {
+    let mut app = crate::helpers::spawn_app_full(
+        db,
+        |s| s.shutdown_timeout = Duration::from_millis(200),
+        std::sync::Arc::new(SlowTitles),
+    )
+    .await;
+    let t = app
+        .create_thread(
+            "alice",
+            json!({"messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let in_flight = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/threads/{id}/auto_rename"),
+            Some("alice"),
+        )
+        .send();
+    let in_flight = tokio::spawn(in_flight);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.stop().await;
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the connection was cut at the shutdown bound"
+    );
+    assert_eq!(
+        app.metrics.cancelled_count(),
+        1,
+        "the dropped request is counted"
+    );
+    app.restart().await;
+    let got = app
+        .get(&format!("/v1/threads/{id}"), "alice")
+        .await
+        .expect(200);
+    assert_eq!(
+        got["title"], "slow title",
+        "the shielded use case committed"
+    );
+    app.wait_for_idle_pool().await;
+}
+
+mod a_use_case_outlives_its_dropped_request {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_use_case_outlives_its_dropped_request(crate::helpers::Db::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_use_case_outlives_its_dropped_request(crate::helpers::Db::Postgres).await
+    }
+}

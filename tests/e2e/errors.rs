@@ -1,0 +1,65 @@
+//! API.md "Errors": every error is the OpenAI envelope, every response
+//! carries x-request-id (the client's own when sane).
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both_databases;
+use crate::helpers::TestApp;
+
+both_databases! {
+    /// Router, method, auth, parse, size, media-type and conflict errors all answer the envelope with x-request-id.
+    async fn every_error_is_the_openai_envelope_with_a_request_id(app) {
+        let t = app.create_thread("alice", json!({})).await;
+        let id = t["id"].as_str().unwrap();
+        let big = " ".repeat(1024 * 1024 + 1);
+        let cases: Vec<(u16, reqwest::RequestBuilder)> = vec![
+            (404, app.request(Method::GET, "/nope", None)),
+            (404, app.request(Method::GET, "/v1/nope", Some("alice"))),
+            (404, app.request(Method::GET, "/v1/threads/thread_00000000000000000000000000000000", Some("alice"))),
+            (404, app.request(Method::GET, "/v1/threads/not-an-id", Some("alice"))),
+            (404, app.request(Method::GET, &format!("/v1/threads/{id}/messages/garbage"), Some("alice"))),
+            (405, app.request(Method::PUT, "/v1/threads", Some("alice"))),
+            (405, app.request(Method::PATCH, &format!("/v1/threads/{id}"), Some("alice"))),
+            (401, app.request(Method::GET, "/v1/threads", None)),
+            (401, app.request(Method::POST, "/v1/threads", None).json(&json!({}))),
+            (400, app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body("{")),
+            (400, app.request(Method::GET, "/v1/threads?limit=0", Some("alice"))),
+            (400, app.request(Method::POST, "/v1/threads", Some("alice")).header("Idempotency-Key", "has space").json(&json!({}))),
+            (413, app.request(Method::POST, "/v1/threads", Some("alice")).body(big)),
+            (415, app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "text/plain").body("{}")),
+        ];
+        for (status, rb) in cases {
+            let r = app.send(rb).await;
+            assert_eq!(r.status.as_u16(), status, "body: {}", r.text);
+            r.expect_error(status);
+            let rid = r.headers["x-request-id"].to_str().unwrap();
+            assert!(!rid.is_empty() && rid.len() <= 128);
+        }
+    }
+
+    /// A sane client request id is echoed on success and error; an insane one is replaced.
+    async fn the_clients_request_id_is_echoed_when_sane(app) {
+        let r = app.send(app.request(Method::GET, "/v1/threads", Some("alice")).header("x-request-id", "abc-DEF_1.2:3")).await;
+        r.expect(200);
+        assert_eq!(r.headers["x-request-id"], "abc-DEF_1.2:3");
+        let r = app.send(app.request(Method::GET, "/v1/nope", None).header("x-request-id", "trace:42")).await;
+        r.expect_error(404);
+        assert_eq!(r.headers["x-request-id"], "trace:42");
+        for bad in ["has space", "semi;colon", &"r".repeat(129)] {
+            let r = app.send(app.request(Method::GET, "/v1/threads", Some("alice")).header("x-request-id", bad)).await;
+            r.expect(200);
+            let got = r.headers["x-request-id"].to_str().unwrap();
+            assert_ne!(got, bad);
+            assert!(!got.is_empty() && got.len() <= 128);
+        }
+        let a = app.get("/v1/threads", "alice").await;
+        let b = app.get("/v1/threads", "alice").await;
+        assert_ne!(a.headers["x-request-id"], b.headers["x-request-id"], "generated ids are unique");
+        let ops = app.send(app.client.get(format!("{}/healthz", app.base))).await;
+        assert!(ops.headers.contains_key("x-request-id"));
+    }
+}
+
+#[allow(dead_code)]
+fn _uses(_: &TestApp) {}

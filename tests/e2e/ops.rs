@@ -1,0 +1,149 @@
+//! API.md "Operations": health, readiness, metrics, OpenAPI, docs, shutdown.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_databases;
+use crate::helpers::{spawn_app, Db, TestApp};
+
+both_databases! {
+    /// healthz and readyz answer 200 once migrations are applied.
+    async fn health_and_readiness_answer_ok(app) {
+        let r = app.send(app.client.get(format!("{}/healthz", app.base))).await;
+        r.expect(200);
+        let r = app.send(app.client.get(format!("{}/readyz", app.base))).await;
+        r.expect(200);
+    }
+
+    /// /metrics names requests by route template and status, latency, pool, transactions and cancellations.
+    async fn metrics_cover_http_pool_and_transactions(app) {
+        let t = app.create_thread("alice", json!({})).await;
+        app.get(&format!("/v1/threads/{}", t["id"].as_str().unwrap()), "alice").await.expect(200);
+        app.get("/v1/threads/thread_00000000000000000000000000000000", "alice").await.expect_error(404);
+        let text = app.send(app.client.get(format!("{}/metrics", app.base))).await.text;
+        for needle in [
+            r#"weft_http_requests_total{method="POST",route="/v1/threads",status="200"} 1"#,
+            r#"weft_http_requests_total{method="GET",route="/v1/threads/{thread_id}",status="200"} 1"#,
+            r#"weft_http_requests_total{method="GET",route="/v1/threads/{thread_id}",status="404"} 1"#,
+            "weft_http_request_duration_seconds_bucket",
+            "weft_db_pool_connections",
+            "weft_db_pool_idle_connections",
+            "weft_db_pool_waiting",
+            r#"weft_transactions_total{mode="read_write",outcome="committed"}"#,
+            r#"weft_transactions_total{mode="read_only","#,
+            "weft_http_requests_cancelled_total",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(!text.contains("thread_0"), "no ids in labels");
+    }
+
+    /// /openapi.json documents every /v1 operation and the bearer scheme.
+    async fn the_openapi_document_lists_every_operation(app) {
+        let doc = app.send(app.client.get(format!("{}/openapi.json", app.base))).await.expect(200);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/v1/threads", vec!["get", "post"]),
+            ("/v1/threads/{thread_id}", vec!["get", "post", "delete"]),
+            ("/v1/threads/{thread_id}/auto_rename", vec!["post"]),
+            ("/v1/threads/{thread_id}/messages", vec!["get", "post"]),
+            ("/v1/threads/{thread_id}/messages/{message_id}", vec!["get", "post", "delete"]),
+        ] {
+            let p = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));
+            for m in methods {
+                assert!(p.get(m).is_some(), "{m} {path} missing");
+            }
+        }
+        assert!(doc["components"]["securitySchemes"].as_object().is_some_and(|s| !s.is_empty()));
+        let docs = app.send(app.client.get(format!("{}/docs/", app.base))).await;
+        assert_eq!(docs.status.as_u16(), 200);
+        assert!(docs.text.to_lowercase().contains("swagger"));
+    }
+}
+
+/// Graceful shutdown lets an in-flight request finish, then stops accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_then_stops() {
+    let mut app = spawn_app(Db::Sqlite).await;
+    let t = app.create_thread("alice", json!({})).await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let (client, base, token) = (app.client.clone(), app.base.clone(), app.token("alice"));
+    let in_flight = tokio::spawn({
+        let (client, base, token, id) = (client.clone(), base.clone(), token.clone(), id.clone());
+        async move {
+            let msgs: Vec<serde_json::Value> = (0..32)
+                .map(|i| json!({"role": "user", "content": format!("m{i}")}))
+                .collect();
+            let _ = id;
+            client
+                .post(format!("{base}/v1/threads"))
+                .bearer_auth(token)
+                .json(&json!({"messages": msgs}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.stop().await;
+    if let Ok(Ok(r)) = in_flight.await {
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "an in-flight request that was accepted completes"
+        );
+    }
+    let after = reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(after.is_err(), "no longer accepting");
+    let _ = (client, token);
+}
+
+#[allow(dead_code)]
+fn _uses(_: &TestApp) {}
+
+/// When the database goes away, /readyz and the API answer 503 in the
+/// envelope, with no driver text, and /healthz stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_answers_503_without_internals() {
+    use sqlx::Connection;
+    let app = spawn_app(Db::Postgres).await;
+    app.create_thread("alice", json!({})).await;
+    let url = app.pg_url.clone().expect("postgres url");
+    let (server, name) = url.rsplit_once('/').expect("url with a database");
+    let name = name.split('?').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
+    let _ = admin.close().await;
+
+    let r = app
+        .send(app.client.get(format!("{}/readyz", app.base)))
+        .await;
+    r.expect_error(503);
+    for _ in 0..3 {
+        let r = app.get("/v1/threads", "alice").await;
+        let body = r.expect_error(503);
+        let msg = body["error"]["message"].as_str().unwrap().to_lowercase();
+        for leak in [
+            "sqlx",
+            "database \"",
+            "select",
+            "connection",
+            "error returned",
+        ] {
+            assert!(!msg.contains(leak), "internals leaked: {msg}");
+        }
+    }
+    app.send(app.client.get(format!("{}/healthz", app.base)))
+        .await
+        .expect(200);
+}
