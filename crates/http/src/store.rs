@@ -72,6 +72,9 @@ impl Store {
             DatabaseUrl::Sqlite { url, .. } => {
                 let mut cfg = SqliteConfig::new(url.clone());
                 cfg.pool_max = pool_max;
+                // SQLite has no per-statement timeout; the same budget bounds
+                // all statements of one unit of work (see the adapter).
+                cfg.transaction_timeout = statement_timeout;
                 let store = SqliteStore::connect(&cfg)
                     .await
                     .map_err(|e| connect_err(Box::new(e)))?;

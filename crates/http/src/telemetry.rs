@@ -13,6 +13,8 @@ pub fn subscriber(filter: &str, format: LogFormat) -> Box<dyn Subscriber + Send 
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     match format {
         LogFormat::Json => Box::new(

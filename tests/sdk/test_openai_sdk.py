@@ -1,0 +1,143 @@
+"""The official OpenAI Python SDK as a real client of a real `weft serve`.
+
+Each test module run starts the `weft` binary (WEFT_BIN) on a free loopback
+port with a fresh SQLite database in a temp dir, mints tokens with
+`weft token`, and drives the threads/messages API through
+`client.beta.threads`, exactly as an application would.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import openai
+import pytest
+
+SECRET = "sdk-test-secret-0123456789abcdef0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def weft():
+    binary = os.environ.get("WEFT_BIN", "target/debug/weft")
+    assert os.path.exists(binary), f"build the weft binary first ({binary})"
+    tmp = tempfile.mkdtemp(prefix="weft-sdk-")
+    port = _free_port()
+    env = dict(
+        os.environ,
+        WEFT_DATABASE_URL=f"sqlite://{tmp}/weft.db",
+        WEFT_BIND=f"127.0.0.1:{port}",
+        WEFT_JWT_SECRET=SECRET,
+        WEFT_LOG="warn",
+    )
+    proc = subprocess.Popen([binary, "serve"], env=env, cwd=tmp)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, "weft exited during start-up"
+        assert time.monotonic() < deadline, "weft did not become ready within 60 s"
+        time.sleep(0.2)
+
+    def token(user: str) -> str:
+        out = subprocess.run(
+            [binary, "token", "--user", user], env=env, cwd=tmp, check=True, capture_output=True, text=True
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    yield base, token
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def client_for(weft, user: str) -> openai.OpenAI:
+    base, token = weft
+    return openai.OpenAI(api_key=token(user), base_url=f"{base}/v1", max_retries=0)
+
+
+def test_full_conversation_lifecycle_through_the_sdk(weft):
+    client = client_for(weft, "sdk-alice")
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "Why did our GPU bill go up?"}],
+        metadata={"project": "alpha"},
+    )
+    assert thread.id.startswith("thread_")
+    assert thread.metadata == {"project": "alpha"}
+
+    created = []
+    for i in range(25):
+        role = "assistant" if i % 2 else "user"
+        m = client.beta.threads.messages.create(thread.id, role=role, content=f"message {i}")
+        assert m.thread_id == thread.id
+        assert m.content[0].text.value == f"message {i}"
+        created.append(m.id)
+
+    # Auto-pagination walks every page with after=last_id.
+    listed = [m.id for m in client.beta.threads.messages.list(thread.id, order="asc", limit=7)]
+    assert listed[1:] == created
+    assert len(listed) == 26
+
+    got = client.beta.threads.messages.retrieve(created[3], thread_id=thread.id)
+    assert got.id == created[3]
+    assert got.role == "assistant"
+
+    updated = client.beta.threads.update(thread.id, metadata={"stage": "review"})
+    assert updated.metadata == {"project": "alpha", "stage": "review"}
+    m = client.beta.threads.messages.update(created[0], thread_id=thread.id, metadata={"k": "v"})
+    assert m.metadata == {"k": "v"}
+
+    retrieved = client.beta.threads.retrieve(thread.id)
+    assert retrieved.id == thread.id
+
+    deleted = client.beta.threads.messages.delete(created[0], thread_id=thread.id)
+    assert deleted.deleted is True
+    deleted = client.beta.threads.delete(thread.id)
+    assert deleted.deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve(thread.id)
+
+
+def test_another_users_thread_is_not_found(weft):
+    alice = client_for(weft, "sdk-alice-2")
+    bob = client_for(weft, "sdk-bob")
+    thread = alice.beta.threads.create()
+    with pytest.raises(openai.NotFoundError):
+        bob.beta.threads.retrieve(thread.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.beta.threads.messages.create(thread.id, role="user", content="hi")
+    with pytest.raises(openai.NotFoundError):
+        bob.beta.threads.delete(thread.id)
+    assert alice.beta.threads.retrieve(thread.id).id == thread.id
+
+
+def test_a_bad_token_is_an_authentication_error(weft):
+    base, _ = weft
+    client = openai.OpenAI(api_key="not-a-jwt", base_url=f"{base}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.beta.threads.create()
+
+
+def test_invalid_input_is_a_bad_request_error(weft):
+    client = client_for(weft, "sdk-carol")
+    thread = client.beta.threads.create()
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.messages.create(thread.id, role="system", content="hi")
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.update(thread.id, metadata={f"k{i}": "v" for i in range(17)})
