@@ -403,17 +403,7 @@ impl ThreadRepository for PgUnitOfWork {
                 rows
             }
         };
-        let items = rows
-            .iter()
-            .filter(|r| {
-                r.try_get::<Option<String>, _>("id")
-                    .ok()
-                    .flatten()
-                    .is_some()
-            })
-            .map(rows::thread)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(plan.finish(items))
+        Ok(plan.finish(page_items(&rows, rows::thread)?))
     }
 }
 
@@ -545,17 +535,7 @@ impl MessageRepository for PgUnitOfWork {
         if !flag(rows.first(), "cursor_ok")? {
             return Err(PortError::InvalidCursor);
         }
-        let items = rows
-            .iter()
-            .filter(|r| {
-                r.try_get::<Option<String>, _>("id")
-                    .ok()
-                    .flatten()
-                    .is_some()
-            })
-            .map(rows::message)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(plan.finish(items))
+        Ok(plan.finish(page_items(&rows, rows::message)?))
     }
 
     async fn first_user_message(
@@ -682,4 +662,22 @@ impl UnitOfWork for PgUnitOfWork {
     async fn rollback(mut self: Box<Self>) -> Result<(), PortError> {
         self.finish("ROLLBACK").await
     }
+}
+
+/// The objects of a page query's rows. The query always returns at least
+/// one row (carrying the cursor/thread check flags), so rows without an
+/// `id` are those flag-only rows, not objects.
+fn page_items<T>(
+    rows: &[PgRow],
+    parse: impl Fn(&PgRow) -> Result<T, PortError>,
+) -> Result<Vec<T>, PortError> {
+    rows.iter()
+        .filter(|r| {
+            r.try_get::<Option<String>, _>("id")
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .map(parse)
+        .collect()
 }
