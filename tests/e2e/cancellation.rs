@@ -176,3 +176,109 @@ mod a_use_case_outlives_its_dropped_request {
         super::a_use_case_outlives_its_dropped_request(crate::helpers::Db::Postgres).await
     }
 }
+
+/// A title generator that says when it started, then takes its time.
+struct GatedTitles {
+    started: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl weft_ports::TitleGenerator for GatedTitles {
+    async fn generate(
+        &self,
+        _first_user_text: &str,
+    ) -> Result<weft_domain::Title, weft_ports::TitleError> {
+        // notify_one keeps a permit, so the test cannot miss it.
+        self.started.notify_one();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(weft_domain::Title::parse("h2 title").expect("valid title"))
+    }
+}
+
+/// An HTTP/2 client resets its stream while the use case runs: the server
+/// drops the request (counted in the cancelled-requests metric), yet the use
+/// case, shielded in its own task, runs to its commit, and afterwards the
+/// pool is idle with nothing left in a transaction.
+async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crate::helpers::Db) {
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let app = crate::helpers::spawn_app_full(
+        db,
+        |_| {},
+        std::sync::Arc::new(GatedTitles {
+            started: started.clone(),
+        }),
+    )
+    .await;
+    let t = app
+        .create_thread(
+            "alice",
+            json!({"messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let call = h2
+        .post(format!("{}/v1/threads/{id}/auto_rename", app.base))
+        .bearer_auth(app.token("alice"))
+        .send();
+    let call = tokio::spawn(call);
+    tokio::time::timeout(Duration::from_secs(20), started.notified())
+        .await
+        .expect("the use case reached the title generator");
+    // Dropping the in-flight response future resets the HTTP/2 stream.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.metrics.cancelled_count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reset request was never counted as cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.metrics.cancelled_count(), 1);
+
+    // The shielded use case still commits its title.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = app
+            .get(&format!("/v1/threads/{id}"), "alice")
+            .await
+            .expect(200);
+        if got["title"] == "h2 title" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the use case of the reset request never committed: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_for_idle_pool().await;
+    if db == crate::helpers::Db::Postgres {
+        assert_eq!(app.idle_in_transaction().await, 0);
+    }
+}
+
+mod an_http2_stream_reset_cancels_the_request_but_not_its_use_case {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::an_http2_stream_reset_cancels_the_request_but_not_its_use_case(
+            crate::helpers::Db::Sqlite,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::an_http2_stream_reset_cancels_the_request_but_not_its_use_case(
+            crate::helpers::Db::Postgres,
+        )
+        .await
+    }
+}
