@@ -102,29 +102,20 @@ both_databases! {
 #[allow(dead_code)]
 fn _uses(_: &TestApp) {}
 
-/// A title generator that takes its time, so a client can give up mid-request.
-struct SlowTitles;
-
-#[async_trait::async_trait]
-impl weft_ports::TitleGenerator for SlowTitles {
-    async fn generate(
-        &self,
-        _first_user_text: &str,
-    ) -> Result<weft_domain::Title, weft_ports::TitleError> {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Ok(weft_domain::Title::parse("slow title").expect("valid title"))
-    }
-}
-
 /// Shutdown while a slow use case runs, with a shutdown bound shorter than
 /// the use case: the request is dropped (and counted as cancelled), yet the
 /// use case runs to its commit before the pool closes (the shield), so the
 /// restarted server sees its write.
 async fn a_use_case_outlives_its_dropped_request(db: crate::helpers::Db) {
+    let (started, release) = (gate(), gate());
     let mut app = crate::helpers::spawn_app_full(
         db,
-        |s| s.shutdown_timeout = Duration::from_millis(200),
-        std::sync::Arc::new(SlowTitles),
+        |s| s.shutdown_timeout = Duration::from_secs(1),
+        std::sync::Arc::new(GatedTitles {
+            started: started.clone(),
+            release: release.clone(),
+            title: "slow title",
+        }),
     )
     .await;
     let t = app
@@ -141,8 +132,17 @@ async fn a_use_case_outlives_its_dropped_request(db: crate::helpers::Db) {
             Some("alice"),
         )
         .send();
-    let in_flight = tokio::spawn(in_flight);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The generator is held until the request has been cut: the use case is
+    // then surely outliving its request, and the shield's own wait (another
+    // shutdown bound) leaves it ample time to commit.
+    let in_flight = tokio::spawn(async move {
+        let reply = in_flight.await;
+        release.notify_one();
+        reply
+    });
+    tokio::time::timeout(Duration::from_secs(20), started.notified())
+        .await
+        .expect("the use case reached the title generator");
     app.stop().await;
     assert!(
         in_flight.await.unwrap().is_err(),
@@ -177,9 +177,18 @@ mod a_use_case_outlives_its_dropped_request {
     }
 }
 
-/// A title generator that says when it started, then takes its time.
+/// A title generator that says when it started and then waits to be
+/// released, so a test can cut a request while its use case is surely
+/// running, without guessing at timings.
 struct GatedTitles {
     started: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    title: &'static str,
+}
+
+/// A one-shot signal (`notify_one` keeps a permit, so no wake-up is missed).
+fn gate() -> std::sync::Arc<tokio::sync::Notify> {
+    std::sync::Arc::new(tokio::sync::Notify::new())
 }
 
 #[async_trait::async_trait]
@@ -188,10 +197,9 @@ impl weft_ports::TitleGenerator for GatedTitles {
         &self,
         _first_user_text: &str,
     ) -> Result<weft_domain::Title, weft_ports::TitleError> {
-        // notify_one keeps a permit, so the test cannot miss it.
         self.started.notify_one();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok(weft_domain::Title::parse("h2 title").expect("valid title"))
+        self.release.notified().await;
+        Ok(weft_domain::Title::parse(self.title).expect("valid title"))
     }
 }
 
@@ -200,12 +208,14 @@ impl weft_ports::TitleGenerator for GatedTitles {
 /// case, shielded in its own task, runs to its commit, and afterwards the
 /// pool is idle with nothing left in a transaction.
 async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crate::helpers::Db) {
-    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (started, release) = (gate(), gate());
     let app = crate::helpers::spawn_app_full(
         db,
         |_| {},
         std::sync::Arc::new(GatedTitles {
             started: started.clone(),
+            release: release.clone(),
+            title: "h2 title",
         }),
     )
     .await;
@@ -229,7 +239,8 @@ async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crat
     tokio::time::timeout(Duration::from_secs(20), started.notified())
         .await
         .expect("the use case reached the title generator");
-    // Dropping the in-flight response future resets the HTTP/2 stream.
+    // Dropping the in-flight response future resets the HTTP/2 stream while
+    // the use case is held inside the generator.
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
 
@@ -243,7 +254,8 @@ async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crat
     }
     assert_eq!(app.metrics.cancelled_count(), 1);
 
-    // The shielded use case still commits its title.
+    // Only now may the use case go on: it still commits its title.
+    release.notify_one();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let got = app
