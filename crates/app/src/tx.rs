@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use weft_ports::{Mode, RequestContext, TxOutcome, UnitOfWork};
+use weft_ports::{Mode, PortError, RequestContext, TxOutcome, UnitOfWork};
 
 use crate::{App, AppError};
 
@@ -110,7 +110,12 @@ impl App {
                     Ok(value)
                 }
                 Err(e) => {
-                    self.deps.observer.observe(mode, TxOutcome::RolledBack);
+                    let outcome = match e {
+                        // Lost during COMMIT: it may have committed.
+                        PortError::Unavailable(_) => TxOutcome::CommitUnknown,
+                        _ => TxOutcome::RolledBack,
+                    };
+                    self.deps.observer.observe(mode, outcome);
                     Err(e.into())
                 }
             },

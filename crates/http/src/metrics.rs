@@ -156,6 +156,7 @@ impl TxObserver for Metrics {
             TxOutcome::Committed => "committed",
             TxOutcome::RolledBack => "rolled_back",
             TxOutcome::Retried => "retried",
+            TxOutcome::CommitUnknown => "commit_unknown",
         };
         self.transactions.with_label_values(&[mode, outcome]).inc();
     }

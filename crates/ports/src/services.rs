@@ -47,6 +47,9 @@ pub enum TxOutcome {
     RolledBack,
     /// Failed with a transient conflict and is being run again.
     Retried,
+    /// The connection was lost during COMMIT: whether it committed is
+    /// unknown to the server too (the client's idempotency key resolves it).
+    CommitUnknown,
 }
 
 /// Receives transaction outcomes, for metrics. Must be cheap and never fail.

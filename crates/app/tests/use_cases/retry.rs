@@ -349,3 +349,21 @@ async fn a_database_busy_at_every_begin_ends_busy_after_max_attempts() {
         ]
     );
 }
+
+/// A connection lost during COMMIT leaves the outcome unknown: never
+/// retried (it may have committed), answered as unavailable, and reported
+/// to the observer as `CommitUnknown`, not as a rollback.
+#[tokio::test]
+async fn a_commit_lost_mid_flight_is_not_retried_and_is_reported_as_unknown() {
+    let uc = UseCase::CreateMessage;
+    let mut h = Harness::with_attempts(5);
+    uc.plan(&mut h, None, End::CommitFails(Fail::Unavailable));
+    let app = h.app();
+    let r = uc.run(&app, &h.ctx).await;
+    assert_eq!(err_kind(r, "create_message"), ErrKind::Unavailable);
+    assert_eq!(h.begun().len(), 1, "an unknown-outcome commit was retried");
+    assert_eq!(
+        h.observed(),
+        vec![(Mode::ReadWrite, TxOutcome::CommitUnknown)]
+    );
+}
