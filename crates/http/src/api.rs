@@ -49,6 +49,24 @@ impl Api {
     pub fn new(app: App, shield: Shield) -> Self {
         Self { app, shield }
     }
+
+    /// Runs one use case, built by `work` from a clone of the app, through
+    /// the shield (its own task: a dropped request cannot cancel it) and
+    /// maps its error to the API's, naming `target` in a 404.
+    async fn call<T, Fut>(
+        &self,
+        target: Target<'_>,
+        work: impl FnOnce(App) -> Fut,
+    ) -> Result<T, ApiError>
+    where
+        Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shield
+            .run(work(self.app.clone()))
+            .await?
+            .map_err(from_app(target))
+    }
 }
 
 fn context(req: &Request, caller: Caller) -> RequestContext {
@@ -174,18 +192,16 @@ impl Api {
         let ctx = context(req, caller);
         let idem = idempotency(idempotency_key.0, "/v1/threads", &body.value)?;
         let cmd = body.dto.into_command()?;
-        let app = self.app.clone();
         let render = thread_renderer();
         let result = self
-            .shield
-            .run(async move {
+            .call(Target::Thread(""), move |app| async move {
                 match idem {
                     Some(idem) => app.create_thread_idempotent(&ctx, cmd, idem, render).await,
                     None => app.create_thread(&ctx, cmd, render).await,
                 }
             })
             .await?;
-        rendered(result.map_err(from_app(Target::Thread("")))?)
+        rendered(result)
     }
 
     /// List threads
@@ -212,12 +228,11 @@ impl Api {
     ) -> Result<JsonText<ThreadList>, ApiError> {
         let ctx = context(req, caller);
         let params = list_params(limit.0, order.0, after.0, before.0, ThreadId::parse)?;
-        let app = self.app.clone();
         let page = self
-            .shield
-            .run(async move { app.list_threads(&ctx, params).await })
-            .await?
-            .map_err(from_app(Target::Thread("")))?;
+            .call(Target::Thread(""), move |app| async move {
+                app.list_threads(&ctx, params).await
+            })
+            .await?;
         JsonText::ok(&ThreadList::from(&page))
     }
 
@@ -236,12 +251,11 @@ impl Api {
     ) -> Result<JsonText<ThreadObject>, ApiError> {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
-        let app = self.app.clone();
         let thread = self
-            .shield
-            .run(async move { app.get_thread(&ctx, id).await })
-            .await?
-            .map_err(from_app(Target::Thread(&thread_id.0)))?;
+            .call(Target::Thread(&thread_id.0), move |app| async move {
+                app.get_thread(&ctx, id).await
+            })
+            .await?;
         JsonText::ok(&ThreadObject::from(&thread))
     }
 
@@ -265,12 +279,11 @@ impl Api {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
         let patch = body.dto.into_patch()?;
-        let app = self.app.clone();
         let thread = self
-            .shield
-            .run(async move { app.modify_thread(&ctx, id, patch).await })
-            .await?
-            .map_err(from_app(Target::Thread(&thread_id.0)))?;
+            .call(Target::Thread(&thread_id.0), move |app| async move {
+                app.modify_thread(&ctx, id, patch).await
+            })
+            .await?;
         JsonText::ok(&ThreadObject::from(&thread))
     }
 
@@ -291,12 +304,11 @@ impl Api {
     ) -> Result<JsonText<DeletedObject>, ApiError> {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
-        let app = self.app.clone();
         let deleted = id.as_str().to_owned();
-        self.shield
-            .run(async move { app.delete_thread(&ctx, id).await })
-            .await?
-            .map_err(from_app(Target::Thread(&thread_id.0)))?;
+        self.call(Target::Thread(&thread_id.0), move |app| async move {
+            app.delete_thread(&ctx, id).await
+        })
+        .await?;
         JsonText::ok(&DeletedObject {
             id: deleted,
             object: "thread.deleted".to_owned(),
@@ -322,12 +334,11 @@ impl Api {
     ) -> Result<JsonText<ThreadObject>, ApiError> {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
-        let app = self.app.clone();
         let thread = self
-            .shield
-            .run(async move { app.auto_rename(&ctx, id).await })
-            .await?
-            .map_err(from_app(Target::Thread(&thread_id.0)))?;
+            .call(Target::Thread(&thread_id.0), move |app| async move {
+                app.auto_rename(&ctx, id).await
+            })
+            .await?;
         JsonText::ok(&ThreadObject::from(&thread))
     }
 
@@ -356,11 +367,9 @@ impl Api {
         let path = format!("/v1/threads/{}/messages", id.as_str());
         let idem = idempotency(idempotency_key.0, &path, &body.value)?;
         let msg = body.dto.into_new_message()?;
-        let app = self.app.clone();
         let render = message_renderer();
         let result = self
-            .shield
-            .run(async move {
+            .call(Target::Thread(&thread_id.0), move |app| async move {
                 match idem {
                     Some(idem) => {
                         app.create_message_idempotent(&ctx, id, msg, idem, render)
@@ -370,7 +379,7 @@ impl Api {
                 }
             })
             .await?;
-        rendered(result.map_err(from_app(Target::Thread(&thread_id.0)))?)
+        rendered(result)
     }
 
     /// List messages
@@ -402,12 +411,11 @@ impl Api {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
         let params = list_params(limit.0, order.0, after.0, before.0, MessageId::parse)?;
-        let app = self.app.clone();
         let mut page = self
-            .shield
-            .run(async move { app.list_messages(&ctx, id, params).await })
-            .await?
-            .map_err(from_app(Target::Thread(&thread_id.0)))?;
+            .call(Target::Thread(&thread_id.0), move |app| async move {
+                app.list_messages(&ctx, id, params).await
+            })
+            .await?;
         if run_id.0.is_some() {
             // Still validated the thread and the cursor above, like OpenAI does.
             page.items.clear();
@@ -433,15 +441,15 @@ impl Api {
         let ctx = context(req, caller);
         let tid = self::thread_id(&thread_id.0)?;
         let mid = self::message_id(&thread_id.0, &message_id.0)?;
-        let app = self.app.clone();
         let message = self
-            .shield
-            .run(async move { app.get_message(&ctx, tid, mid).await })
-            .await?
-            .map_err(from_app(Target::Message {
-                thread: &thread_id.0,
-                message: &message_id.0,
-            }))?;
+            .call(
+                Target::Message {
+                    thread: &thread_id.0,
+                    message: &message_id.0,
+                },
+                move |app| async move { app.get_message(&ctx, tid, mid).await },
+            )
+            .await?;
         JsonText::ok(&MessageObject::from(&message))
     }
 
@@ -466,15 +474,15 @@ impl Api {
         let tid = self::thread_id(&thread_id.0)?;
         let mid = self::message_id(&thread_id.0, &message_id.0)?;
         let patch = body.dto.into_patch()?;
-        let app = self.app.clone();
         let message = self
-            .shield
-            .run(async move { app.modify_message(&ctx, tid, mid, patch).await })
-            .await?
-            .map_err(from_app(Target::Message {
-                thread: &thread_id.0,
-                message: &message_id.0,
-            }))?;
+            .call(
+                Target::Message {
+                    thread: &thread_id.0,
+                    message: &message_id.0,
+                },
+                move |app| async move { app.modify_message(&ctx, tid, mid, patch).await },
+            )
+            .await?;
         JsonText::ok(&MessageObject::from(&message))
     }
 
@@ -498,14 +506,14 @@ impl Api {
         let tid = self::thread_id(&thread_id.0)?;
         let mid = self::message_id(&thread_id.0, &message_id.0)?;
         let deleted = mid.as_str().to_owned();
-        let app = self.app.clone();
-        self.shield
-            .run(async move { app.delete_message(&ctx, tid, mid).await })
-            .await?
-            .map_err(from_app(Target::Message {
-                thread: &thread_id.0,
-                message: &message_id.0,
-            }))?;
+        let target = Target::Message {
+            thread: &thread_id.0,
+            message: &message_id.0,
+        };
+        self.call(target, move |app| async move {
+            app.delete_message(&ctx, tid, mid).await
+        })
+        .await?;
         JsonText::ok(&DeletedObject {
             id: deleted,
             object: "thread.message.deleted".to_owned(),
