@@ -23,6 +23,8 @@ pub struct Outcomes {
     pub rolled_back: AtomicU64,
     /// Retries after a transient conflict.
     pub retried: AtomicU64,
+    /// Commits whose connection was lost mid-flight (outcome unknown).
+    pub commit_unknown: AtomicU64,
 }
 
 impl TxObserver for Outcomes {
@@ -31,6 +33,7 @@ impl TxObserver for Outcomes {
             TxOutcome::Committed => &self.committed,
             TxOutcome::RolledBack => &self.rolled_back,
             TxOutcome::Retried => &self.retried,
+            TxOutcome::CommitUnknown => &self.commit_unknown,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
