@@ -33,17 +33,15 @@ mod sqlstate {
     pub const CONNECTION_EXCEPTION_PREFIX: &str = "08";
     /// Class 53: insufficient resources (too many connections, …).
     pub const INSUFFICIENT_RESOURCES_PREFIX: &str = "53";
-    /// Class 28: the server refused our credentials.
-    pub const INVALID_AUTHORIZATION_PREFIX: &str = "28";
-    /// The configured database does not exist (dropped under us).
-    pub const INVALID_CATALOG_NAME: &str = "3D000";
 }
 
 /// Translates a failure to get a connection (`pool.acquire`, which may
 /// open a new one) into a port error. Whatever the server said while we
-/// were connecting — unknown database, refused credentials, shutting
-/// down — the client's request could not reach its data: `Unavailable`
-/// (503), never a 500 that would suggest the request itself was at fault.
+/// were connecting — unknown database (3D000), refused credentials (class
+/// 28), shutting down — the client's request could not reach its data:
+/// `Unavailable` (503), never a 500 that would suggest the request itself
+/// was at fault. `acquire` is the only place connections are opened, so
+/// [`port_error`] (errors on live connections) need not know these codes.
 pub(crate) fn acquire_error(e: sqlx::Error) -> PortError {
     PortError::unavailable(e)
 }
@@ -71,13 +69,10 @@ pub(crate) fn port_error(e: sqlx::Error) -> PortError {
             match code.as_str() {
                 SERIALIZATION_FAILURE | DEADLOCK_DETECTED => PortError::Conflict,
                 UNIQUE_VIOLATION => PortError::Duplicate,
-                QUERY_CANCELED | IDLE_IN_TRANSACTION_TIMEOUT | INVALID_CATALOG_NAME => {
-                    PortError::unavailable(e)
-                }
+                QUERY_CANCELED | IDLE_IN_TRANSACTION_TIMEOUT => PortError::unavailable(e),
                 c if c.starts_with(OPERATOR_INTERVENTION_PREFIX)
                     || c.starts_with(CONNECTION_EXCEPTION_PREFIX)
-                    || c.starts_with(INSUFFICIENT_RESOURCES_PREFIX)
-                    || c.starts_with(INVALID_AUTHORIZATION_PREFIX) =>
+                    || c.starts_with(INSUFFICIENT_RESOURCES_PREFIX) =>
                 {
                     PortError::unavailable(e)
                 }
