@@ -47,7 +47,7 @@ log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # --- build --------------------------------------------------------------
 log "building weft and loadgen (release)"
-cargo build --release --quiet -p weft-http --bin weft --example loadgen
+cargo build --release --quiet -p weft-server --bin weft --example loadgen
 WEFT=$PWD/target/release/weft
 LOADGEN=$PWD/target/release/examples/loadgen
 

@@ -35,7 +35,7 @@ else
 fi
 
 log "OpenAI Python SDK against a real weft"
-cargo build -p weft-http --bin weft
+cargo build -p weft-server --bin weft
 venv=target/sdk-venv
 # Rebuilt whenever the pinned requirements change.
 if ! cmp -s tests/sdk/requirements.txt "$venv/.requirements" 2>/dev/null; then

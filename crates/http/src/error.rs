@@ -247,7 +247,9 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => Self::unauthorized(
                 "Missing or invalid credentials: send 'Authorization: Bearer <token>' with a valid token.",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(crate::body::BODY_LIMIT),
+            // Weft's own body reader answers 413 with the limit in the
+            // sentence; this is a 413 raised inside poem, which knows none.
+            StatusCode::PAYLOAD_TOO_LARGE => Self::client(status, "Request body is too large."),
             s if s.is_client_error() => Self::client(s, err.to_string()),
             StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::error!(error = %err, "poem error; answering 503");

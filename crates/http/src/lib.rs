@@ -1,41 +1,38 @@
-//! Weft's HTTP face and composition root: the OpenAI-compatible `/v1`
-//! threads/messages API of API.md on poem + poem-openapi, the ops endpoints,
-//! and the wiring of config → adapter → app → server used by the `weft`
-//! binary and the end-to-end tests.
+//! Weft's inbound HTTP adapter: the OpenAI-compatible `/v1`
+//! threads/messages API of API.md on poem + poem-openapi, and the ops
+//! endpoints. It turns requests into use-case calls on `weft_app::App`
+//! and their results into the OpenAI wire format.
 //!
 //! Layout:
-//! - [`config`]: the `weft` command line / `WEFT_*` settings, the JWT secret file.
+//! - [`routes`]: [`routes::routes`] assembles the whole HTTP surface from an
+//!   [`routes::HttpConfig`].
 //! - [`auth`]: HS256 bearer tokens; the poem-openapi security scheme.
 //! - [`middleware`]: the edge every request passes — request id, span, body
 //!   limit, error envelope, metrics, cancellation count.
-//! - [`body`]: the 1 MiB limit, the JSON request extractor, pre-rendered responses.
+//! - [`body`]: the body limit, the JSON request extractor, pre-rendered responses.
 //! - [`dto`]: wire shapes and their conversion into domain commands.
 //! - [`api`]: the `/v1` operations.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the [`ops::Health`] port
+//!   through which they ask the storage (implemented by the composition root).
 //! - [`shield`]: use cases run in their own tasks, immune to request cancellation;
 //!   shutdown waits for them before closing the pool.
 //! - [`error`]: the one mapping of errors to statuses and the OpenAI envelope.
 //! - [`metrics`]: the Prometheus registry owned by the server (also the `TxObserver`).
-//! - [`store`]: the adapter choice — the only module naming an adapter.
-//! - [`startup`]: [`Application`], the composition root.
-//! - [`telemetry`]: the tracing subscriber builder.
 //!
-//! Architecture invariant: this is the only crate that knows both poem and
-//! the adapters. It may depend on every Weft crate; nothing depends on it.
-//! Handlers contain no transaction logic — that is the app's — and no SQL.
-//! There is no global mutable state: the registry, keys and store live in
-//! the [`Application`] and reach handlers as request data.
+//! Architecture invariant: depends on `weft-app`, `weft-ports` and
+//! `weft-domain`, never on an adapter: which database serves the app is the
+//! composition root's (`weft-server`) business. Handlers contain no
+//! transaction logic — that is the app's — and no SQL. There is no global
+//! mutable state: the registry, keys and health port reach handlers as
+//! request data.
 
 pub mod api;
 pub mod auth;
 pub mod body;
-pub mod config;
 pub mod dto;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod ops;
+pub mod routes;
 pub mod shield;
-pub mod startup;
-pub mod store;
-pub mod telemetry;
-
-pub use startup::{Application, StartupError};

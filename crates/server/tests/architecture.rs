@@ -1,8 +1,8 @@
 //! The dependency rule of DESIGN.md, checked against `cargo metadata`.
 //!
-//! Dependencies point inward only: `http → app → ports → domain` and
-//! `adapters-* → ports → domain`. Only `weft-http` (the composition root)
-//! names an adapter; `weft-app` and `weft-domain` never reach sqlx or poem,
+//! Dependencies point inward only: `server → http → app → ports → domain`
+//! and `adapters-* → ports → domain`. Only `weft-server` (the composition
+//! root) names an adapter; `weft-app` and `weft-domain` never reach sqlx or poem,
 //! not even transitively. Test-support crates (`weft-testkit`,
 //! `weft-conformance`) are reachable only through dev-dependencies.
 
@@ -116,12 +116,14 @@ fn internal_dependencies_point_inward_only() {
             set(&["weft-domain", "weft-ports"]),
         ),
         ("weft-adapters-sqlite", set(&["weft-domain", "weft-ports"])),
+        ("weft-http", set(&["weft-domain", "weft-ports", "weft-app"])),
         (
-            "weft-http",
+            "weft-server",
             set(&[
                 "weft-domain",
                 "weft-ports",
                 "weft-app",
+                "weft-http",
                 "weft-adapters-postgres",
                 "weft-adapters-sqlite",
             ]),
@@ -160,6 +162,15 @@ fn the_core_reaches_neither_sqlx_nor_poem_nor_tokio_io() {
             .collect();
         assert!(bad.is_empty(), "{core} reaches {bad:?}");
     }
+    let inbound: Vec<_> = g
+        .closure("weft-http")
+        .into_iter()
+        .filter(|d| d.starts_with("sqlx") || d.starts_with("weft-adapters"))
+        .collect();
+    assert!(
+        inbound.is_empty(),
+        "the HTTP adapter must not know the storage: it reaches {inbound:?}"
+    );
     let domain = g.closure("weft-domain");
     assert!(
         !domain.contains("tokio") && !domain.contains("async-trait"),
@@ -172,6 +183,7 @@ fn the_core_reaches_neither_sqlx_nor_poem_nor_tokio_io() {
 fn test_support_crates_are_dev_dependencies_only() {
     let g = graph();
     for shipped in [
+        "weft-server",
         "weft-http",
         "weft-app",
         "weft-adapters-postgres",

@@ -7,11 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use weft_domain::UserId;
 use weft_http::auth::TokenKeys;
-use weft_http::config::{
+use weft_server::config::{
     resolve_secret, Cli, Command, DatabaseArgs, DatabaseUrl, SecretSource, ServeArgs, TokenArgs,
 };
-use weft_http::store::Store;
-use weft_http::{telemetry, Application};
+use weft_server::store::Store;
+use weft_server::{telemetry, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -71,7 +71,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     telemetry::init(telemetry::subscriber(
         "info",
-        weft_http::config::LogFormat::Text,
+        weft_server::config::LogFormat::Text,
     ))
     .context("installing the log subscriber")?;
     let database = DatabaseUrl::parse(&args.database_url)?;

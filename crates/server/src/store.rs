@@ -13,7 +13,7 @@ use weft_ports::error::BoxError;
 use weft_ports::UnitOfWorkFactory;
 
 use crate::config::{DatabaseUrl, Settings};
-use crate::metrics::PoolSnapshot;
+use weft_http::metrics::PoolSnapshot;
 
 /// An open database, whichever adapter serves it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -133,7 +133,7 @@ impl Store {
         match result {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %crate::error::chain(e.as_ref()), "not ready");
+                tracing::warn!(error = %weft_http::error::chain(e.as_ref()), "not ready");
                 false
             }
         }

@@ -9,9 +9,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use weft_domain::UserId;
 use weft_http::auth::{JwtSecret, TokenKeys};
-use weft_http::config::{DatabaseUrl, Settings};
 use weft_http::metrics::Metrics;
-use weft_http::Application;
+use weft_server::config::{DatabaseUrl, Settings};
+use weft_server::Application;
 
 /// Which adapter a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +43,9 @@ pub struct TestApp {
 fn init_logs() {
     // Logs only when asked for: `TEST_LOG=debug cargo test …`.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = weft_http::telemetry::init(weft_http::telemetry::subscriber(
+        let _ = weft_server::telemetry::init(weft_server::telemetry::subscriber(
             &filter,
-            weft_http::config::LogFormat::Text,
+            weft_server::config::LogFormat::Text,
         ));
     }
 }

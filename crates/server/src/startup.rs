@@ -11,24 +11,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use poem::endpoint::BoxEndpoint;
-use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::CatchPanic;
-use poem::web::Data;
-use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
-use poem_openapi::OpenApiService;
+use poem::{Response, Server};
 use prometheus::IntGauge;
 use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
+use weft_http::auth::TokenKeys;
+use weft_http::metrics::{Metrics, MetricsError, PoolSnapshot};
+use weft_http::ops::Health;
+use weft_http::routes::{routes, HttpConfig};
+use weft_http::shield::Shield;
 use weft_ports::{Mode, PortError, RequestContext, TitleGenerator, UnitOfWork, UnitOfWorkFactory};
 
-use crate::api::Api;
-use crate::auth::TokenKeys;
 use crate::config::Settings;
-use crate::error::ApiError;
-use crate::metrics::{Metrics, MetricsError};
-use crate::middleware::Edge;
-use crate::shield::Shield;
 use crate::store::{Store, StoreError};
 
 /// The server could not start.
@@ -61,13 +56,6 @@ pub struct Application {
     metrics: Metrics,
     shield: Shield,
     shutdown_timeout: Duration,
-}
-
-/// Server state shared (read-only) by the ops endpoints.
-#[derive(Clone)]
-struct Ops {
-    store: Store,
-    metrics: Metrics,
 }
 
 impl Application {
@@ -106,33 +94,14 @@ impl Application {
         let app = App::new(deps, AppConfig::default());
 
         let shield = Shield::default();
-        let api = OpenApiService::new(
-            Api::new(app, shield.clone()),
-            "Weft",
-            env!("CARGO_PKG_VERSION"),
-        )
-        .description("OpenAI Assistants v2 compatible threads and messages, transaction-safe.");
-        let spec = api.spec_endpoint();
-        let docs = api.swagger_ui();
-        let ops = Ops {
-            store: store.clone(),
+        let routes = routes(HttpConfig {
+            app,
+            shield: shield.clone(),
+            keys: TokenKeys::new(&settings.secret),
+            health: Arc::new(store.clone()),
             metrics: metrics.clone(),
-        };
-        let routes = Route::new()
-            .at("/healthz", get(healthz))
-            .at("/readyz", get(readyz))
-            .at("/metrics", get(metrics_text))
-            .at("/openapi.json", spec)
-            .nest("/docs", docs)
-            .nest("/", api)
-            .data(TokenKeys::new(&settings.secret))
-            .data(ops)
-            .with(CatchPanic::new().with_handler(|_| {
-                tracing::error!("handler panicked; answering 500");
-                ApiError::internal().into_envelope_response()
-            }))
-            .with(Edge::new(metrics.clone(), settings.request_timeout))
-            .boxed();
+            request_timeout: settings.request_timeout,
+        });
 
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
@@ -247,33 +216,15 @@ async fn shutdown_signal() {
     }
 }
 
-#[handler]
-fn healthz() -> Response {
-    json_response(StatusCode::OK, r#"{"status":"ok"}"#)
-}
-
-#[handler]
-async fn readyz(ops: Data<&Ops>) -> Response {
-    if ops.store.ready().await {
-        json_response(StatusCode::OK, r#"{"status":"ready"}"#)
-    } else {
-        ApiError::unavailable().into_envelope_response()
+#[async_trait]
+impl Health for Store {
+    async fn ready(&self) -> bool {
+        Store::ready(self).await
     }
-}
 
-#[handler]
-fn metrics_text(ops: Data<&Ops>) -> Response {
-    ops.metrics
-        .render(ops.store.pool())
-        .with_content_type("text/plain; version=0.0.4; charset=utf-8")
-        .into_response()
-}
-
-fn json_response(status: StatusCode, body: &'static str) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type(crate::body::JSON)
-        .body(body)
+    fn pool(&self) -> PoolSnapshot {
+        Store::pool(self)
+    }
 }
 
 /// Decorates the adapter's factory to count callers waiting in `begin`

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
+use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
 
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
 #[derive(Debug, Parser)]
@@ -240,7 +240,7 @@ pub fn mask_password(url: &str) -> String {
 pub enum SecretError {
     /// Configured or stored secret too short.
     #[error(transparent)]
-    Weak(#[from] crate::auth::WeakSecret),
+    Weak(#[from] weft_http::auth::WeakSecret),
     /// The secret file could not be read or written.
     #[error("secret file {path}: {source}")]
     Io {
@@ -402,11 +402,11 @@ mod tests {
         let (b, src) = load_or_create_secret(&path).unwrap();
         assert_eq!(src, SecretSource::File(path.clone()));
         let user = weft_domain::UserId::parse("u").unwrap();
-        let token = crate::auth::TokenKeys::new(&a)
+        let token = weft_http::auth::TokenKeys::new(&a)
             .mint(&user, Duration::from_secs(60))
             .unwrap();
         assert_eq!(
-            crate::auth::TokenKeys::new(&b).verify(&token).unwrap(),
+            weft_http::auth::TokenKeys::new(&b).verify(&token).unwrap(),
             user
         );
         #[cfg(unix)]
