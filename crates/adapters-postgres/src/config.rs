@@ -27,20 +27,31 @@ pub struct PgConfig {
     /// Longest a unit of work waits for a pooled connection before
     /// `begin` fails with `PortError::Unavailable`.
     pub acquire_timeout: Duration,
-    /// `statement_timeout` of every connection: a statement running longer is
-    /// cancelled by the server (`PortError::Unavailable`).
+    /// `statement_timeout` of every transaction (`SET LOCAL`, sent with its
+    /// `BEGIN`), lowered to the request's remaining deadline: a statement
+    /// running longer — waiting on a lock included — is cancelled by the
+    /// server (`PortError::Unavailable`, the API's 503).
     pub statement_timeout: Duration,
-    /// `idle_in_transaction_session_timeout` of every connection: the
-    /// server's own backstop, ending a session left idle inside a transaction.
+    /// `idle_in_transaction_session_timeout` of every transaction (`SET
+    /// LOCAL`, likewise bounded by the deadline): the server's own
+    /// backstop, ending a session left idle inside a transaction.
     pub idle_in_transaction_timeout: Duration,
     /// Isolation of read-write units of work.
     pub isolation: Isolation,
+    /// Whether statements are prepared once per connection under a name and
+    /// reused (`true`, `WEFT_PG_STATEMENT_CACHE=on`), or sent as unnamed
+    /// statements every time (`false`, for PgBouncer and other poolers in
+    /// transaction mode, where a named statement prepared on one server
+    /// connection is missing on the next). Either way every statement runs
+    /// inside a transaction, which pins one server connection behind such
+    /// a pooler.
+    pub statement_cache: bool,
 }
 
 impl PgConfig {
     /// A configuration for `url` with production defaults: 10 connections,
     /// 5 s acquire timeout, 5 s statement timeout, 15 s idle-in-transaction
-    /// backstop, READ COMMITTED.
+    /// backstop, READ COMMITTED, statement cache on.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -49,6 +60,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(15),
             isolation: Isolation::ReadCommitted,
+            statement_cache: true,
         }
     }
 }
@@ -65,6 +77,7 @@ impl std::fmt::Debug for PgConfig {
                 &self.idle_in_transaction_timeout,
             )
             .field("isolation", &self.isolation)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }

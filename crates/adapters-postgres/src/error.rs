@@ -1,22 +1,7 @@
-//! Errors: the adapter's own (start-up), and the one place where driver
-//! errors become port errors.
+//! The one place where PostgreSQL's errors (SQLSTATEs, driver failures)
+//! become port errors.
 
 use weft_ports::PortError;
-
-/// Starting the store failed. Shown to operators at start-up, never to
-/// API clients.
-#[derive(Debug, thiserror::Error)]
-pub enum PgError {
-    /// The URL does not parse as a PostgreSQL URL.
-    #[error("invalid PostgreSQL URL")]
-    Url(#[source] sqlx::Error),
-    /// The server could not be reached or refused the connection.
-    #[error("cannot connect to PostgreSQL")]
-    Connect(#[source] sqlx::Error),
-    /// Applying the embedded migrations failed.
-    #[error("applying migrations failed")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
-}
 
 /// SQLSTATEs with a meaning for callers.
 mod sqlstate {
@@ -33,29 +18,6 @@ mod sqlstate {
     pub const CONNECTION_EXCEPTION_PREFIX: &str = "08";
     /// Class 53: insufficient resources (too many connections, …).
     pub const INSUFFICIENT_RESOURCES_PREFIX: &str = "53";
-}
-
-/// Translates a failure to get a connection (`pool.acquire`, which may
-/// open a new one) into a port error. Whatever the server said while we
-/// were connecting — unknown database (3D000), refused credentials (class
-/// 28), shutting down — the client's request could not reach its data:
-/// `Unavailable` (503), never a 500 that would suggest the request itself
-/// was at fault. `acquire` is the only place connections are opened, so
-/// [`port_error`] (errors on live connections) need not know these codes.
-pub(crate) fn acquire_error(e: sqlx::Error) -> PortError {
-    PortError::unavailable(e)
-}
-
-/// Whether the connection that produced `e` may be broken (its protocol
-/// state unknown), so it must be closed rather than reused.
-pub(crate) fn breaks_connection(e: &sqlx::Error) -> bool {
-    !matches!(
-        e,
-        sqlx::Error::Database(_)
-            | sqlx::Error::RowNotFound
-            | sqlx::Error::ColumnDecode { .. }
-            | sqlx::Error::Decode(_)
-    )
 }
 
 /// Translates a driver error into a port error. The only such mapping in
@@ -88,36 +50,9 @@ pub(crate) fn port_error(e: sqlx::Error) -> PortError {
     }
 }
 
-/// Stored data that does not re-parse into the domain: data corruption.
-#[derive(Debug, thiserror::Error)]
-#[error("data corruption: stored {what} does not parse: {detail}")]
-pub(crate) struct Corrupt {
-    pub(crate) what: &'static str,
-    pub(crate) detail: String,
-}
-
-/// Wraps a re-parse failure of stored data as `PortError::Unexpected`.
-pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> PortError {
-    PortError::unexpected(Corrupt {
-        what,
-        detail: detail.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn any_failure_to_get_a_connection_is_unavailable() {
-        for e in [
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::Protocol("database \"gone\" does not exist".into()),
-            sqlx::Error::Configuration("bad".into()),
-        ] {
-            assert!(matches!(acquire_error(e), PortError::Unavailable(_)));
-        }
-    }
 
     #[test]
     fn pool_and_io_failures_are_unavailable_and_hide_their_text() {

@@ -3,14 +3,13 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
+use weft_adapters_sqlx::{PoolStats, StoreError};
+use weft_ports::UnitOfWorkFactory;
 
 use crate::config::{Isolation, PgConfig};
-use crate::error::{acquire_error, PgError};
-use crate::uow::PgUnitOfWork;
+use crate::uow::{PgTx, PgUnitOfWorkFactory};
 
 /// The embedded migrations (`crates/adapters-postgres/migrations`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -19,58 +18,40 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// leak checks) filter `pg_stat_activity` on.
 pub const APPLICATION_NAME: &str = "weft";
 
-/// Pool occupancy, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Open connections (idle or in use).
-    pub size: u32,
-    /// Open connections waiting in the pool.
-    pub idle: u32,
-}
-
 /// Weft's storage on PostgreSQL: a connection pool and the factory of
 /// units of work. Cheap to clone (clones share the pool).
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    isolation: Isolation,
+    tx: Arc<PgTx>,
+    cache: bool,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("pool", &self.pool_stats())
-            .field("isolation", &self.isolation)
+            .field("tx", &self.tx)
+            .field("statement_cache", &self.cache)
             .finish()
     }
 }
 
-fn millis(d: std::time::Duration) -> String {
-    // PostgreSQL treats 0 as "no timeout": never round a positive bound down to 0.
-    let ms = d.as_millis().max(u128::from(!d.is_zero()));
-    ms.to_string()
-}
-
 impl PgStore {
-    /// Opens the pool and checks the server answers. Every connection is
-    /// opened with `application_name=weft`, `statement_timeout` and
-    /// `idle_in_transaction_session_timeout` as startup parameters (no
-    /// extra round trip per connection).
+    /// Opens the pool and checks the server answers. Connections carry no
+    /// session state Weft relies on: `application_name=weft` is their only
+    /// extra startup parameter (`extra_float_digits`, which PgBouncer
+    /// refuses by default, is not sent), and every transaction sets its
+    /// own time bounds (see `uow`).
     ///
     /// # Errors
-    /// [`PgError::Url`] for a malformed URL; [`PgError::Connect`] when the
-    /// server cannot be reached in `acquire_timeout`.
-    pub async fn connect(cfg: &PgConfig) -> Result<Self, PgError> {
+    /// [`StoreError::Config`] for a malformed URL; [`StoreError::Connect`]
+    /// when the server cannot be reached in `acquire_timeout`.
+    pub async fn connect(cfg: &PgConfig) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(&cfg.url)
-            .map_err(PgError::Url)?
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
             .application_name(APPLICATION_NAME)
-            .options([
-                ("statement_timeout", millis(cfg.statement_timeout)),
-                (
-                    "idle_in_transaction_session_timeout",
-                    millis(cfg.idle_in_transaction_timeout),
-                ),
-            ]);
+            .extra_float_digits(None);
         let pool = PgPoolOptions::new()
             .max_connections(cfg.pool_max.max(1))
             .acquire_timeout(cfg.acquire_timeout)
@@ -80,10 +61,15 @@ impl PgStore {
             .test_before_acquire(false)
             .connect_with(opts)
             .await
-            .map_err(PgError::Connect)?;
+            .map_err(StoreError::Connect)?;
         Ok(Self {
             pool,
-            isolation: cfg.isolation,
+            tx: Arc::new(PgTx {
+                isolation: cfg.isolation,
+                statement_timeout: cfg.statement_timeout,
+                idle_in_transaction_timeout: cfg.idle_in_transaction_timeout,
+            }),
+            cache: cfg.statement_cache,
         })
     }
 
@@ -91,50 +77,75 @@ impl PgStore {
     /// several instances at once (sqlx takes an advisory lock).
     ///
     /// # Errors
-    /// [`PgError::Migrate`] when a migration fails or the applied ones
+    /// [`StoreError::Migrate`] when a migration fails or the applied ones
     /// differ from the embedded ones.
-    pub async fn migrate(&self) -> Result<(), PgError> {
-        MIGRATOR.run(&self.pool).await.map_err(PgError::Migrate)
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(Box::new(e)))
     }
 
-    /// Whether the database answers and every embedded migration is applied:
-    /// the readiness signal. Never fails; any error reads as "not ready".
-    pub async fn ready(&self) -> bool {
+    /// Succeeds when the database answers and every embedded migration is
+    /// applied: the readiness signal. One statement over the simple
+    /// protocol (nothing prepared, so it is safe behind any pooler).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database does not answer;
+    /// [`StoreError::MigrationsPending`] naming the missing versions.
+    pub async fn ready(&self) -> Result<(), StoreError> {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        let applied: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
-        )
-        .bind(&versions)
-        .fetch_one(&self.pool)
-        .await;
-        match applied {
-            Ok(n) => usize::try_from(n).is_ok_and(|n| n == versions.len()),
-            Err(e) => {
-                tracing::debug!(error = %e, "readiness check failed");
-                false
-            }
+        let list = versions
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        // Only integers are spliced in.
+        let sql =
+            format!("SELECT version FROM _sqlx_migrations WHERE success AND version IN ({list})");
+        let applied: Vec<i64> = match sqlx::raw_sql(&sql).fetch_all(&self.pool).await {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| sqlx::Row::try_get::<i64, _>(r, 0).ok())
+                .collect(),
+            // 42P01 undefined_table: the database answers but was never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(StoreError::Unavailable(e)),
+        };
+        let missing: Vec<i64> = versions
+            .into_iter()
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::MigrationsPending(missing))
         }
     }
 
-    /// Current pool occupancy.
+    /// Current connection numbers.
     pub fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-        }
+        PoolStats::of(&self.pool)
     }
 
-    /// This store as a factory for the app (sharing the pool).
+    /// The unit-of-work factory the app runs on (sharing this pool).
     pub fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
-        Arc::new(self.clone())
+        Arc::new(PgUnitOfWorkFactory {
+            pool: self.pool.clone(),
+            tx: Arc::clone(&self.tx),
+            cache: self.cache,
+        })
     }
 
     /// The same store (same pool) opening read-write units of work at
     /// `isolation` instead of the configured level.
     pub fn with_isolation(&self, isolation: Isolation) -> Self {
+        let mut tx = (*self.tx).clone();
+        tx.isolation = isolation;
         Self {
             pool: self.pool.clone(),
-            isolation,
+            tx: Arc::new(tx),
+            cache: self.cache,
         }
     }
 
@@ -142,20 +153,5 @@ impl PgStore {
     /// closes every connection. Later `begin`s fail with `Unavailable`.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl UnitOfWorkFactory for PgStore {
-    #[tracing::instrument(name = "pg.begin", skip_all, fields(request_id = %ctx.request_id(), ?mode, isolation = ?self.isolation))]
-    async fn begin(
-        &self,
-        ctx: &RequestContext,
-        mode: Mode,
-    ) -> Result<Box<dyn UnitOfWork>, PortError> {
-        let conn = self.pool.acquire().await.map_err(acquire_error)?;
-        let uow =
-            PgUnitOfWork::begin(conn, ctx.user().as_str().to_owned(), mode, self.isolation).await?;
-        Ok(Box::new(uow))
     }
 }

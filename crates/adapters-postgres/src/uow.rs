@@ -1,644 +1,133 @@
-//! The PostgreSQL unit of work: one pooled connection, one transaction, and
-//! the guarantee that the connection never goes back to the pool dirty.
+//! The PostgreSQL unit of work: the shared cancellation-safe guard
+//! ([`weft_adapters_sqlx::TxConn`]) with PostgreSQL's `BEGIN`, and the
+//! factory that opens it.
 //!
-//! See the crate documentation ("Cancellation") for why the unit of work
-//! issues `BEGIN` itself instead of using `sqlx::Transaction`, and what that
-//! costs.
+//! # Every transaction carries its own time bounds
+//!
+//! `BEGIN` goes out over the simple protocol together with `SET LOCAL
+//! statement_timeout` and `SET LOCAL idle_in_transaction_session_timeout`
+//! — one message, one round trip. Settings made that way live exactly as
+//! long as the transaction, on whatever server connection a pooler lent
+//! it, so they hold behind PgBouncer in transaction mode (where startup
+//! parameters and session `SET`s are lost, DESIGN.md "Beyond one machine"),
+//! and they are lowered to the request's remaining deadline, so no request
+//! holds a connection past it (DESIGN.md rule 6; API.md: 503 "wherever the
+//! time went — pool, pooler queue, locks").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
-use sqlx::{Postgres, Row};
-use weft_domain::list::{Bound, PagePlan};
-use weft_domain::{Cursor, Order};
-use weft_domain::{
-    IdempotencyKey, ListParams, Message, MessageId, Page, Thread, ThreadId, Timestamp,
-};
-use weft_ports::{
-    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, PortError, ThreadRepository,
-    UnitOfWork,
-};
+use sqlx::{Executor, PgConnection, PgPool, Postgres};
+use weft_adapters_sqlx::{TxConn, TxManager, TxSpec};
+use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
 
 use crate::config::Isolation;
-use crate::error::{breaks_connection, port_error};
-use crate::rows::{self, MESSAGE_COLUMNS, THREAD_COLUMNS};
+use crate::error::port_error;
 
-type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// How long the background rollback of a dropped unit of work may take
-/// before the connection is closed instead.
-const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the connection's protocol and transaction state is known to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnState {
-    /// No transaction open and nothing in flight: safe to reuse.
-    Clean,
-    /// Inside a transaction, no statement in flight: reusable after a ROLLBACK.
-    Open,
-    /// A round trip was started and has not been seen to finish: the
-    /// future may have been dropped mid-statement, so the connection's
-    /// protocol state is unknown. Only closing it is safe.
-    InFlight,
-    /// The driver reported a transport or protocol failure.
-    Broken,
+/// PostgreSQL's half of the guard: the `BEGIN` with its bounds, the error
+/// reading.
+#[derive(Debug, Clone)]
+pub(crate) struct PgTx {
+    pub(crate) isolation: Isolation,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) idle_in_transaction_timeout: Duration,
 }
 
-/// Runs one round trip on a [`Slot`]'s connection, marking the slot
-/// [`ConnState::InFlight`] until the call returns: if the future is dropped
-/// at that await, the mark stays and the connection is closed.
-macro_rules! on_conn {
-    ($slot:expr, |$c:ident| $call:expr) => {{
-        let slot: &mut Slot = $slot;
-        let before = slot.state;
-        slot.state = ConnState::InFlight;
-        let $c: &mut sqlx::PgConnection = &mut *slot.conn;
-        let r = $call.await;
-        slot.state = match &r {
-            Err(e) if breaks_connection(e) => ConnState::Broken,
-            _ => before,
-        };
-        r
-    }};
-}
-
-/// A pooled connection plus what we know about it. Dropping a slot that is
-/// not [`ConnState::Clean`] closes the connection instead of returning it:
-/// the last line of defence, whatever the future owning it was doing.
-struct Slot {
-    conn: PoolConnection<Postgres>,
-    state: ConnState,
-}
-
-impl Slot {
-    fn new(conn: PoolConnection<Postgres>) -> Self {
-        Self {
-            conn,
-            state: ConnState::Clean,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.state != ConnState::Clean {
-            tracing::debug!(state = ?self.state, "closing a connection instead of returning it to the pool");
-            // sqlx closes it in a spawned task and opens a replacement on
-            // demand; the server rolls back whatever was open.
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-/// Rolls back a transaction abandoned between statements, then returns the
-/// connection to the pool; closes it if the rollback fails or takes too long
-/// (or if this task itself is dropped, e.g. at runtime shutdown).
-async fn rollback_in_background(mut slot: Slot) {
-    let rollback = async { on_conn!(&mut slot, |c| sqlx::query("ROLLBACK").execute(c)) };
-    let r = tokio::time::timeout(ROLLBACK_TIMEOUT, rollback).await;
-    match r {
-        Ok(Ok(_)) => slot.state = ConnState::Clean,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "rollback of a dropped unit of work failed; closing its connection");
-            slot.state = ConnState::Broken;
-        }
-        Err(_) => {
-            tracing::warn!("rollback of a dropped unit of work timed out; closing its connection");
-            slot.state = ConnState::Broken;
-        }
-    }
-}
-
-/// The `BEGIN` statement for a mode and isolation.
-fn begin_sql(mode: Mode, isolation: Isolation) -> &'static str {
-    match (mode, isolation) {
+/// The one message that opens a transaction: `BEGIN` with its isolation
+/// and access mode, then the per-transaction time bounds in whole
+/// milliseconds (never 0, which PostgreSQL reads as "no limit"). Only
+/// numbers and fixed words are spliced in.
+pub(crate) fn begin_sql(
+    mode: Mode,
+    isolation: Isolation,
+    statement_timeout: Duration,
+    idle_timeout: Duration,
+) -> String {
+    let begin = match (mode, isolation) {
         (Mode::ReadOnly, Isolation::ReadCommitted) => "BEGIN READ ONLY",
         (Mode::ReadOnly, Isolation::Serializable) => "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
         (Mode::ReadWrite, Isolation::ReadCommitted) => "BEGIN",
         (Mode::ReadWrite, Isolation::Serializable) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-    }
+    };
+    format!(
+        "{begin}; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+        millis(statement_timeout),
+        millis(idle_timeout)
+    )
 }
 
-/// An open PostgreSQL transaction for one request's owner.
-pub(crate) struct PgUnitOfWork {
-    slot: Option<Slot>,
-    owner: String,
-    mode: Mode,
-    /// A statement failed inside the transaction: PostgreSQL has aborted
-    /// it, and a COMMIT would silently roll back.
-    failed: bool,
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
 }
 
-impl PgUnitOfWork {
-    /// Issues `BEGIN` on a freshly acquired connection. If this future is
-    /// dropped during the round trip, the slot is in flight and its
-    /// connection is closed — never returned inside a transaction (the
-    /// sqlx ≤ 0.9.0 `begin()` cancellation bug cannot happen here).
-    pub(crate) async fn begin(
-        conn: PoolConnection<Postgres>,
-        owner: String,
-        mode: Mode,
-        isolation: Isolation,
-    ) -> Result<Self, PortError> {
-        let mut slot = Slot::new(conn);
-        let sql = begin_sql(mode, isolation);
-        slot.state = ConnState::Open;
-        match on_conn!(&mut slot, |c| sqlx::query(sql).execute(c)) {
-            Ok(_) => Ok(Self {
-                slot: Some(slot),
-                owner,
-                mode,
-                failed: false,
-            }),
-            Err(e) => {
-                slot.state = ConnState::Broken;
-                Err(port_error(e))
-            }
-        }
-    }
+impl TxManager for PgTx {
+    type Db = Postgres;
 
-    fn slot(&mut self) -> Result<&mut Slot, PortError> {
-        self.slot
-            .as_mut()
-            .ok_or_else(|| PortError::unexpected("unit of work used after it ended"))
-    }
-
-    fn note<T>(&mut self, r: Result<T, sqlx::Error>) -> Result<T, PortError> {
-        r.map_err(|e| {
-            self.failed = true;
-            port_error(e)
+    fn begin<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        spec: TxSpec,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        let sql = begin_sql(
+            spec.mode,
+            self.isolation,
+            spec.budget(self.statement_timeout),
+            spec.budget(self.idle_in_transaction_timeout),
+        );
+        Box::pin(async move {
+            conn.execute(sqlx::raw_sql(&sql)).await?;
+            Ok(())
         })
     }
 
-    async fn rows(&mut self, q: Query<'_>) -> Result<Vec<PgRow>, PortError> {
-        let r = on_conn!(self.slot()?, |c| q.fetch_all(c));
-        self.note(r)
+    fn end<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        sql: &'static str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            conn.execute(sqlx::raw_sql(sql)).await?;
+            Ok(())
+        })
     }
 
-    async fn row(&mut self, q: Query<'_>) -> Result<Option<PgRow>, PortError> {
-        let r = on_conn!(self.slot()?, |c| q.fetch_optional(c));
-        self.note(r)
-    }
-
-    async fn exec(&mut self, q: Query<'_>) -> Result<PgQueryResult, PortError> {
-        let r = on_conn!(self.slot()?, |c| q.execute(c));
-        self.note(r)
-    }
-
-    /// Ends the transaction with `sql` (COMMIT or ROLLBACK).
-    async fn finish(&mut self, sql: &'static str) -> Result<(), PortError> {
-        let slot = self.slot()?;
-        match on_conn!(&mut *slot, |c| sqlx::query(sql).execute(c)) {
-            Ok(_) => {
-                slot.state = ConnState::Clean;
-                Ok(())
-            }
-            Err(e) => {
-                // A database error on COMMIT (e.g. serialization failure)
-                // ends the transaction server-side; anything else leaves the
-                // connection unknown. Either way, closing it is cheap next
-                // to the cost of guessing wrong.
-                slot.state = ConnState::Broken;
-                Err(port_error(e))
-            }
-        }
+    fn port_error(&self, e: sqlx::Error) -> PortError {
+        port_error(e)
     }
 }
 
-impl Drop for PgUnitOfWork {
-    fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else { return };
-        if slot.state == ConnState::Open {
-            // Abandoned between statements (an error path, or a drop at an
-            // await point outside the driver): roll back off the request's
-            // path and keep the connection. Without a runtime, the slot's
-            // own drop closes it.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(rollback_in_background(slot));
-            }
-        }
-        // Any other state: the slot's drop returns (Clean) or closes it.
-    }
-}
-
-/// Parses the single-row `ok` flags of a folded list query.
-fn flag(row: Option<&PgRow>, col: &str) -> Result<bool, PortError> {
-    match row {
-        Some(r) => r.try_get::<bool, _>(col).map_err(port_error),
-        None => Err(PortError::unexpected("list query returned no flag row")),
-    }
-}
-
-fn scan(plan: &PagePlan) -> &'static str {
-    match plan.scan {
-        Order::Asc => "ASC",
-        Order::Desc => "DESC",
-    }
-}
-
-fn op(plan: &PagePlan) -> &'static str {
-    match plan.bound {
-        Some(Bound::Less) => "<",
-        Some(Bound::Greater) | None => ">",
-    }
-}
-
-fn cursor_id<I>(params: &ListParams<I>) -> Option<&I> {
-    params.cursor().map(|c| match c {
-        Cursor::After(i) | Cursor::Before(i) => i,
-    })
-}
-
-fn fetch_limit(plan: &PagePlan) -> i64 {
-    i64::from(plan.fetch)
-}
-
-#[async_trait]
-impl ThreadRepository for PgUnitOfWork {
-    async fn insert_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let q = sqlx::query(
-            "INSERT INTO threads (id, owner, created_at, updated_at, metadata, tool_resources, title, message_count) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)",
-        )
-        .bind(thread.id.as_str())
-        .bind(self.owner.clone())
-        .bind(thread.created_at.unix_seconds())
-        .bind(thread.updated_at.unix_seconds())
-        .bind(rows::metadata_json(&thread.metadata))
-        .bind(thread.tool_resources.as_value().to_string())
-        .bind(thread.title.as_ref().map(|t| t.as_str().to_owned()))
-        .bind(i64::try_from(thread.message_count).map_err(PortError::unexpected)?);
-        self.exec(q).await.map(|_| ())
-    }
-
-    async fn get_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError> {
-        let sql = format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = $1 AND t.owner = $2 AND t.deleted_at IS NULL");
-        let q = sqlx::query(&sql).bind(id.as_str()).bind(self.owner.clone());
-        match self.row(q).await? {
-            Some(r) => rows::thread(&r),
-            None => Err(PortError::NotFound),
-        }
-    }
-
-    async fn lock_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError> {
-        // NO KEY UPDATE: the lock an UPDATE of the row takes, so it queues
-        // behind (and blocks) touch_thread/update_thread, but not the
-        // foreign-key checks of message inserts.
-        let sql = format!(
-            "SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = $1 AND t.owner = $2 AND t.deleted_at IS NULL \
-             FOR NO KEY UPDATE"
-        );
-        let q = sqlx::query(&sql).bind(id.as_str()).bind(self.owner.clone());
-        match self.row(q).await? {
-            Some(r) => rows::thread(&r),
-            None => Err(PortError::NotFound),
-        }
-    }
-
-    async fn update_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let q = sqlx::query(
-            "UPDATE threads SET metadata = $3::jsonb, tool_resources = $4::jsonb, title = $5, updated_at = $6 \
-             WHERE id = $1 AND owner = $2 AND deleted_at IS NULL",
-        )
-        .bind(thread.id.as_str())
-        .bind(self.owner.clone())
-        .bind(rows::metadata_json(&thread.metadata))
-        .bind(thread.tool_resources.as_value().to_string())
-        .bind(thread.title.as_ref().map(|t| t.as_str().to_owned()))
-        .bind(thread.updated_at.unix_seconds());
-        match self.exec(q).await?.rows_affected() {
-            0 => Err(PortError::NotFound),
-            _ => Ok(()),
-        }
-    }
-
-    async fn touch_thread(
-        &mut self,
-        id: &ThreadId,
-        delta: i64,
-        at: Timestamp,
-    ) -> Result<(), PortError> {
-        // One statement: the ownership check, the row lock and the count
-        // change happen atomically, so concurrent writers queue on the row
-        // and no count is lost (no read-modify-write in Rust). A count that
-        // would go negative means there is no live message to remove (the
-        // count is exact): NotFound, like the archive that would follow,
-        // instead of tripping the CHECK constraint as an unexpected error.
-        let q = sqlx::query(
-            "UPDATE threads SET message_count = message_count + $3, updated_at = GREATEST(updated_at, $4) \
-             WHERE id = $1 AND owner = $2 AND deleted_at IS NULL AND message_count + $3 >= 0 RETURNING id",
-        )
-        .bind(id.as_str())
-        .bind(self.owner.clone())
-        .bind(delta)
-        .bind(at.unix_seconds());
-        match self.row(q).await? {
-            Some(_) => Ok(()),
-            None => Err(PortError::NotFound),
-        }
-    }
-
-    async fn archive_thread(&mut self, id: &ThreadId, at: Timestamp) -> Result<(), PortError> {
-        // Two statements on purpose: the first locks the thread (waiting for
-        // any writer holding it); the second then runs with a fresh
-        // snapshot, so it also archives a message whose writer committed
-        // while we waited. One statement with a CTE would miss it.
-        let q = sqlx::query(
-            "UPDATE threads SET deleted_at = $3 WHERE id = $1 AND owner = $2 AND deleted_at IS NULL RETURNING id",
-        )
-        .bind(id.as_str())
-        .bind(self.owner.clone())
-        .bind(at.unix_seconds());
-        if self.row(q).await?.is_none() {
-            return Err(PortError::NotFound);
-        }
-        let q = sqlx::query(
-            "UPDATE messages SET deleted_at = $3 WHERE thread_id = $1 AND owner = $2 AND deleted_at IS NULL",
-        )
-        .bind(id.as_str())
-        .bind(self.owner.clone())
-        .bind(at.unix_seconds());
-        self.exec(q).await.map(|_| ())
-    }
-
-    async fn list_threads(
-        &mut self,
-        params: &ListParams<ThreadId>,
-    ) -> Result<Page<Thread>, PortError> {
-        let plan = params.plan();
-        let rows = match cursor_id(params) {
-            None => {
-                let sql = format!(
-                    "SELECT {THREAD_COLUMNS} FROM threads t WHERE t.owner = $1 AND t.deleted_at IS NULL \
-                     ORDER BY t.id {dir} LIMIT $2",
-                    dir = scan(&plan)
-                );
-                let q = sqlx::query(&sql)
-                    .bind(self.owner.clone())
-                    .bind(fetch_limit(&plan));
-                self.rows(q).await?
-            }
-            Some(cursor) => {
-                // The cursor check and the page in one round trip: the flag
-                // row survives (with NULL columns) even when the page is empty.
-                let sql = format!(
-                    "SELECT c.ok, {THREAD_COLUMNS} \
-                     FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE id = $2 AND owner = $1) AS ok) c \
-                     LEFT JOIN LATERAL (SELECT * FROM threads t WHERE t.owner = $1 AND t.deleted_at IS NULL \
-                        AND t.id {op} $2 ORDER BY t.id {dir} LIMIT $3) t ON c.ok \
-                     ORDER BY t.id {dir}",
-                    op = op(&plan),
-                    dir = scan(&plan)
-                );
-                let q = sqlx::query(&sql)
-                    .bind(self.owner.clone())
-                    .bind(cursor.as_str())
-                    .bind(fetch_limit(&plan));
-                let rows = self.rows(q).await?;
-                if !flag(rows.first(), "ok")? {
-                    return Err(PortError::InvalidCursor);
-                }
-                rows
-            }
-        };
-        Ok(plan.finish(page_items(&rows, rows::thread)?))
-    }
-}
-
-#[async_trait]
-impl MessageRepository for PgUnitOfWork {
-    async fn insert_messages(&mut self, messages: &[Message]) -> Result<(), PortError> {
-        let Some(first) = messages.first() else {
-            return Ok(());
-        };
-        let thread_id = &first.thread_id;
-        if messages.iter().any(|m| &m.thread_id != thread_id) {
-            return Err(PortError::unexpected(
-                "insert_messages: messages of more than one thread",
-            ));
-        }
-        // One statement for all messages; the EXISTS folds the ownership
-        // and liveness check of the thread into it.
-        let q = sqlx::query(
-            "INSERT INTO messages (id, thread_id, owner, created_at, role, content, attachments, metadata) \
-             SELECT u.id, $1, $2, u.created_at, u.role, u.content::jsonb, u.attachments::jsonb, u.metadata::jsonb \
-             FROM UNNEST($3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[]) \
-                AS u(id, created_at, role, content, attachments, metadata) \
-             WHERE EXISTS (SELECT 1 FROM threads WHERE id = $1 AND owner = $2 AND deleted_at IS NULL)",
-        )
-        .bind(thread_id.as_str())
-        .bind(self.owner.clone())
-        .bind(messages.iter().map(|m| m.id.as_str().to_owned()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.created_at.unix_seconds()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.role.as_str().to_owned()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.content.to_stored_json()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.attachments.as_value().to_string()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| rows::metadata_json(&m.metadata)).collect::<Vec<_>>());
-        match self.exec(q).await?.rows_affected() {
-            0 => Err(PortError::NotFound),
-            _ => Ok(()),
-        }
-    }
-
-    async fn get_message(
-        &mut self,
-        thread_id: &ThreadId,
-        id: &MessageId,
-    ) -> Result<Message, PortError> {
-        self.read_message(thread_id, id, "").await
-    }
-
-    async fn lock_message(
-        &mut self,
-        thread_id: &ThreadId,
-        id: &MessageId,
-    ) -> Result<Message, PortError> {
-        self.read_message(thread_id, id, " FOR NO KEY UPDATE OF m")
-            .await
-    }
-
-    async fn update_message(&mut self, message: &Message) -> Result<(), PortError> {
-        let q = sqlx::query(
-            "UPDATE messages m SET metadata = $4::jsonb FROM threads t \
-             WHERE m.id = $1 AND m.thread_id = $2 AND m.owner = $3 AND m.deleted_at IS NULL \
-               AND t.id = m.thread_id AND t.owner = $3 AND t.deleted_at IS NULL",
-        )
-        .bind(message.id.as_str())
-        .bind(message.thread_id.as_str())
-        .bind(self.owner.clone())
-        .bind(rows::metadata_json(&message.metadata));
-        match self.exec(q).await?.rows_affected() {
-            0 => Err(PortError::NotFound),
-            _ => Ok(()),
-        }
-    }
-
-    async fn archive_message(
-        &mut self,
-        thread_id: &ThreadId,
-        id: &MessageId,
-        at: Timestamp,
-    ) -> Result<(), PortError> {
-        let q = sqlx::query(
-            "UPDATE messages m SET deleted_at = $4 FROM threads t \
-             WHERE m.id = $1 AND m.thread_id = $2 AND m.owner = $3 AND m.deleted_at IS NULL \
-               AND t.id = m.thread_id AND t.owner = $3 AND t.deleted_at IS NULL",
-        )
-        .bind(id.as_str())
-        .bind(thread_id.as_str())
-        .bind(self.owner.clone())
-        .bind(at.unix_seconds());
-        match self.exec(q).await?.rows_affected() {
-            0 => Err(PortError::NotFound),
-            _ => Ok(()),
-        }
-    }
-
-    async fn list_messages(
-        &mut self,
-        thread_id: &ThreadId,
-        params: &ListParams<MessageId>,
-    ) -> Result<Page<Message>, PortError> {
-        let plan = params.plan();
-        // Thread check, cursor check and page in one round trip.
-        let (cursor_ok, cursor_cond, limit_param) = match cursor_id(params) {
-            None => ("TRUE", String::new(), "$3"),
-            Some(_) => (
-                "EXISTS (SELECT 1 FROM messages WHERE id = $4 AND thread_id = $2 AND owner = $1)",
-                format!("AND m.id {} $4", op(&plan)),
-                "$3",
-            ),
-        };
-        let sql = format!(
-            "SELECT c.thread_ok, c.cursor_ok, {MESSAGE_COLUMNS} \
-             FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE id = $2 AND owner = $1 AND deleted_at IS NULL) \
-                AS thread_ok, {cursor_ok} AS cursor_ok) c \
-             LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.thread_id = $2 AND m.owner = $1 \
-                AND m.deleted_at IS NULL {cursor_cond} ORDER BY m.id {dir} LIMIT {limit_param}) m \
-                ON c.thread_ok AND c.cursor_ok \
-             ORDER BY m.id {dir}",
-            dir = scan(&plan)
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(self.owner.clone())
-            .bind(thread_id.as_str())
-            .bind(fetch_limit(&plan));
-        if let Some(c) = cursor_id(params) {
-            q = q.bind(c.as_str());
-        }
-        let rows = self.rows(q).await?;
-        if !flag(rows.first(), "thread_ok")? {
-            return Err(PortError::NotFound);
-        }
-        if !flag(rows.first(), "cursor_ok")? {
-            return Err(PortError::InvalidCursor);
-        }
-        Ok(plan.finish(page_items(&rows, rows::message)?))
-    }
-
-    async fn first_user_message(
-        &mut self,
-        thread_id: &ThreadId,
-    ) -> Result<Option<Message>, PortError> {
-        let sql = format!(
-            "SELECT c.ok, {MESSAGE_COLUMNS} \
-             FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE id = $2 AND owner = $1 AND deleted_at IS NULL) AS ok) c \
-             LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.thread_id = $2 AND m.owner = $1 \
-                AND m.deleted_at IS NULL AND m.role = 'user' ORDER BY m.id ASC LIMIT 1) m ON c.ok"
-        );
-        let q = sqlx::query(&sql)
-            .bind(self.owner.clone())
-            .bind(thread_id.as_str());
-        let rows = self.rows(q).await?;
-        if !flag(rows.first(), "ok")? {
-            return Err(PortError::NotFound);
-        }
-        match rows.first() {
-            Some(r)
-                if r.try_get::<Option<String>, _>("id")
-                    .ok()
-                    .flatten()
-                    .is_some() =>
-            {
-                rows::message(r).map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
+/// An open PostgreSQL transaction for one request's owner. The
+/// repositories on it are in `repo.rs`.
+pub(crate) struct PgUnitOfWork {
+    pub(crate) tx: TxConn<PgTx>,
+    pub(crate) owner: String,
+    mode: Mode,
+    /// Whether statements may be prepared under a name and cached on the
+    /// connection (see `PgConfig::statement_cache`).
+    cache: bool,
 }
 
 impl PgUnitOfWork {
-    async fn read_message(
-        &mut self,
-        thread_id: &ThreadId,
-        id: &MessageId,
-        lock: &str,
-    ) -> Result<Message, PortError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN threads t ON t.id = m.thread_id \
-             WHERE m.id = $1 AND m.thread_id = $2 AND m.owner = $3 AND m.deleted_at IS NULL \
-               AND t.owner = $3 AND t.deleted_at IS NULL{lock}"
-        );
-        let q = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(thread_id.as_str())
-            .bind(self.owner.clone());
-        match self.row(q).await? {
-            Some(r) => rows::message(&r),
-            None => Err(PortError::NotFound),
-        }
-    }
-}
-
-#[async_trait]
-impl IdempotencyRepository for PgUnitOfWork {
-    async fn find_idempotency(
-        &mut self,
-        key: &IdempotencyKey,
-        not_before: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, PortError> {
-        let q = sqlx::query(
-            "SELECT fingerprint, status, body, created_at FROM idempotency \
-             WHERE owner = $1 AND key = $2 AND created_at >= $3",
-        )
-        .bind(self.owner.clone())
-        .bind(key.as_str())
-        .bind(not_before.unix_seconds());
-        match self.row(q).await? {
-            Some(r) => rows::idempotency(key, &r).map(Some),
-            None => Ok(None),
-        }
+    /// A statement with this unit of work's statement-cache policy.
+    pub(crate) fn query<'q>(&self, sql: &'q str) -> Query<'q> {
+        sqlx::query(sql).persistent(self.cache)
     }
 
-    async fn insert_idempotency(
-        &mut self,
-        record: &IdempotencyRecord,
-        not_before: Timestamp,
-    ) -> Result<(), PortError> {
-        // ON CONFLICT waits for a concurrent claimer of the same key, then
-        // either replaces an expired record or returns no row (Duplicate),
-        // without aborting the transaction.
-        let q = sqlx::query(
-            "INSERT INTO idempotency (owner, key, fingerprint, status, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (owner, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status, \
-                body = EXCLUDED.body, created_at = EXCLUDED.created_at \
-             WHERE idempotency.created_at < $7 \
-             RETURNING 1 AS claimed",
-        )
-        .bind(self.owner.clone())
-        .bind(record.key.as_str())
-        .bind(record.fingerprint.as_str())
-        .bind(i32::from(record.response.status))
-        .bind(record.response.body.as_str())
-        .bind(record.created_at.unix_seconds())
-        .bind(not_before.unix_seconds());
-        match self.row(q).await? {
-            Some(_) => Ok(()),
-            None => Err(PortError::Duplicate),
-        }
+    pub(crate) async fn rows(&mut self, q: Query<'_>) -> Result<Vec<PgRow>, PortError> {
+        self.tx.fetch_all(q).await
+    }
+
+    pub(crate) async fn row(&mut self, q: Query<'_>) -> Result<Option<PgRow>, PortError> {
+        self.tx.fetch_optional(q).await
+    }
+
+    pub(crate) async fn exec(&mut self, q: Query<'_>) -> Result<PgQueryResult, PortError> {
+        self.tx.execute(q).await
     }
 }
 
@@ -648,36 +137,67 @@ impl UnitOfWork for PgUnitOfWork {
         self.mode
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), PortError> {
-        if self.failed {
-            // PostgreSQL would answer this COMMIT with a silent ROLLBACK.
-            self.finish("ROLLBACK").await?;
-            return Err(PortError::unexpected(
-                "commit refused: a statement of this unit of work failed, so it was rolled back",
-            ));
-        }
-        self.finish("COMMIT").await
+    async fn commit(self: Box<Self>) -> Result<(), PortError> {
+        self.tx.commit().await
     }
 
-    async fn rollback(mut self: Box<Self>) -> Result<(), PortError> {
-        self.finish("ROLLBACK").await
+    async fn rollback(self: Box<Self>) -> Result<(), PortError> {
+        self.tx.rollback().await
     }
 }
 
-/// The objects of a page query's rows. The query always returns at least
-/// one row (carrying the cursor/thread check flags), so rows without an
-/// `id` are those flag-only rows, not objects.
-fn page_items<T>(
-    rows: &[PgRow],
-    parse: impl Fn(&PgRow) -> Result<T, PortError>,
-) -> Result<Vec<T>, PortError> {
-    rows.iter()
-        .filter(|r| {
-            r.try_get::<Option<String>, _>("id")
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .map(parse)
-        .collect()
+/// Opens PostgreSQL units of work on a pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct PgUnitOfWorkFactory {
+    pub(crate) pool: PgPool,
+    pub(crate) tx: Arc<PgTx>,
+    pub(crate) cache: bool,
+}
+
+#[async_trait]
+impl UnitOfWorkFactory for PgUnitOfWorkFactory {
+    #[tracing::instrument(name = "pg.begin", skip_all, fields(request_id = %ctx.request_id(), ?mode))]
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        mode: Mode,
+    ) -> Result<Box<dyn UnitOfWork>, PortError> {
+        let spec = TxSpec {
+            mode,
+            deadline: ctx.deadline(),
+        };
+        let tx = TxConn::begin(&self.pool, Arc::clone(&self.tx), spec).await?;
+        Ok(Box::new(PgUnitOfWork {
+            tx,
+            owner: ctx.user().as_str().to_owned(),
+            mode,
+            cache: self.cache,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_carries_the_bounds_of_its_transaction() {
+        assert_eq!(
+            begin_sql(
+                Mode::ReadOnly,
+                Isolation::ReadCommitted,
+                Duration::from_millis(1500),
+                Duration::from_secs(15)
+            ),
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = 1500; \
+             SET LOCAL idle_in_transaction_session_timeout = 15000"
+        );
+        assert!(begin_sql(
+            Mode::ReadWrite,
+            Isolation::Serializable,
+            Duration::ZERO,
+            Duration::ZERO
+        )
+        .starts_with("BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL statement_timeout = 1;"));
+    }
 }

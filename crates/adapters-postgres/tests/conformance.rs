@@ -35,7 +35,7 @@ async fn make_target() -> PgTarget {
     cfg.idle_in_transaction_timeout = Duration::from_secs(60);
     let store = PgStore::connect(&cfg).await.expect("connect");
     store.migrate().await.expect("migrate");
-    assert!(store.ready().await, "a migrated store is ready");
+    store.ready().await.expect("a migrated store is ready");
     let opts = PgConnectOptions::from_str(&url)
         .expect("url")
         .application_name("weft-conformance");
@@ -69,7 +69,7 @@ impl ConformanceTarget for PgTarget {
         .await
         .expect("pg_stat_activity");
         LeakReport {
-            busy_connections: stats.size.saturating_sub(stats.idle),
+            busy_connections: stats.busy(),
             idle_in_transaction: u32::try_from(idle_in_tx).unwrap_or(u32::MAX),
             active_statements: u32::try_from(active).unwrap_or(u32::MAX),
         }

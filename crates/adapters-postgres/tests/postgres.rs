@@ -13,7 +13,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use weft_adapters_postgres::{PgConfig, PgStore};
 use weft_domain::{Metadata, RequestId, Thread, ThreadId, Timestamp, ToolResources, UserId};
-use weft_ports::{Mode, PortError, RequestContext, UnitOfWorkFactory};
+use weft_ports::{Mode, PortError, RequestContext};
 use weft_testkit::PgHarness;
 
 fn ctx(user: &str) -> RequestContext {
@@ -56,7 +56,11 @@ async fn observer(url: &str) -> PgConnection {
 
 async fn seed(store: &PgStore) -> Thread {
     let t = thread();
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadWrite).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadWrite)
+        .await
+        .unwrap();
     uow.insert_thread(&t).await.unwrap();
     uow.commit().await.unwrap();
     t
@@ -80,11 +84,14 @@ fn chain(e: &PortError) -> String {
 async fn readiness_requires_the_migrations() {
     let url = PgHarness::fresh_database_url().await.unwrap();
     let store = PgStore::connect(&PgConfig::new(url)).await.unwrap();
-    assert!(!store.ready().await, "an unmigrated database is not ready");
+    assert!(
+        store.ready().await.is_err(),
+        "an unmigrated database is not ready"
+    );
     store.migrate().await.unwrap();
-    assert!(store.ready().await);
+    store.ready().await.unwrap();
     store.migrate().await.unwrap();
-    assert!(store.ready().await, "migrating twice is harmless");
+    store.ready().await.expect("migrating twice is harmless");
     assert!(store.pool_stats().size >= 1);
 }
 
@@ -102,7 +109,11 @@ async fn a_statement_past_the_statement_timeout_is_unavailable() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadWrite).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadWrite)
+        .await
+        .unwrap();
     let err = uow
         .touch_thread(&t.id, 1, Timestamp::from_unix_seconds(2))
         .await
@@ -131,15 +142,24 @@ async fn an_exhausted_pool_is_unavailable() {
         c.acquire_timeout = Duration::from_millis(200);
     })
     .await;
-    let held = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let held = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     let err = store
+        .factory()
         .begin(&ctx("alice"), Mode::ReadOnly)
         .await
         .err()
         .expect("a second begin fails");
     assert!(matches!(err, PortError::Unavailable(_)), "{err:?}");
     held.commit().await.unwrap();
-    let again = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let again = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     again.commit().await.unwrap();
 }
 
@@ -154,7 +174,11 @@ async fn the_idle_in_transaction_backstop_ends_a_forgotten_transaction() {
     })
     .await;
     let t = seed(&store).await;
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadWrite).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadWrite)
+        .await
+        .unwrap();
     uow.touch_thread(&t.id, 1, Timestamp::from_unix_seconds(2))
         .await
         .unwrap();
@@ -179,7 +203,11 @@ async fn the_idle_in_transaction_backstop_ends_a_forgotten_transaction() {
     let err = uow.get_thread(&t.id).await.unwrap_err();
     assert!(matches!(err, PortError::Unavailable(_)), "{err:?}");
     drop(uow);
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     assert_eq!(
         uow.get_thread(&t.id).await.unwrap().message_count,
         0,
@@ -194,7 +222,11 @@ async fn the_idle_in_transaction_backstop_ends_a_forgotten_transaction() {
 #[tokio::test]
 async fn sessions_carry_the_application_name() {
     let (store, url) = store(|_| {}).await;
-    let uow = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     let mut obs = observer(&url).await;
     let in_tx: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'weft' \
@@ -219,7 +251,11 @@ async fn a_corrupt_row_is_reported_not_served() {
         .execute(&mut obs)
         .await
         .unwrap();
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     let err = uow.get_thread(&t.id).await.unwrap_err();
     assert!(matches!(err, PortError::Unexpected(_)), "{err:?}");
     assert!(chain(&err).contains("data corruption"), "{}", chain(&err));
@@ -232,12 +268,13 @@ async fn a_closed_store_is_unavailable() {
     let (store, _) = store(|_| {}).await;
     store.close().await;
     let err = store
+        .factory()
         .begin(&ctx("alice"), Mode::ReadOnly)
         .await
         .err()
         .expect("begin after close fails");
     assert!(matches!(err, PortError::Unavailable(_)), "{err:?}");
-    assert!(!store.ready().await);
+    assert!(store.ready().await.is_err());
 }
 
 /// A commit after a failed statement does not pretend to succeed
@@ -246,14 +283,22 @@ async fn a_closed_store_is_unavailable() {
 async fn a_commit_after_a_failed_statement_is_refused() {
     let (store, _) = store(|_| {}).await;
     let t = seed(&store).await;
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadWrite).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadWrite)
+        .await
+        .unwrap();
     assert!(matches!(
         uow.insert_thread(&t).await,
         Err(PortError::Duplicate)
     ));
     let err = uow.commit().await.unwrap_err();
     assert!(matches!(err, PortError::Unexpected(_)), "{err:?}");
-    let mut uow = store.begin(&ctx("alice"), Mode::ReadOnly).await.unwrap();
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::ReadOnly)
+        .await
+        .unwrap();
     assert_eq!(uow.get_thread(&t.id).await.unwrap(), t);
     uow.commit().await.unwrap();
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use crate::SqliteStoreError;
+use weft_adapters_sqlx::StoreError;
 
 /// How to open the SQLite database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +56,10 @@ impl SqliteConfig {
     }
 
     /// Options shared by both pools: the file and the busy timeout.
-    fn base(&self) -> Result<SqliteConnectOptions, SqliteStoreError> {
+    fn base(&self) -> Result<SqliteConnectOptions, StoreError> {
         let opts = if Self::is_sqlite_url(&self.url) {
             SqliteConnectOptions::from_str(&self.url)
-                .map_err(|e| SqliteStoreError::Config(e.to_string()))?
+                .map_err(|e| StoreError::Config(e.to_string()))?
         } else {
             SqliteConnectOptions::new().filename(&self.url)
         };
@@ -68,13 +68,13 @@ impl SqliteConfig {
         let (database, params) = split_url(&self.url);
         let param = |k: &str, v: &str| params.split('&').any(|p| p == format!("{k}={v}"));
         if database.is_empty() || database == ":memory:" || param("mode", "memory") {
-            return Err(SqliteStoreError::Config(
+            return Err(StoreError::Config(
                 "an in-memory database cannot be shared by the writer and the readers; name a file"
                     .into(),
             ));
         }
         if param("mode", "ro") {
-            return Err(SqliteStoreError::Config(
+            return Err(StoreError::Config(
                 "mode=ro: the store needs a writable database".into(),
             ));
         }
@@ -85,7 +85,7 @@ impl SqliteConfig {
     /// persistent property of the file, so readers inherit it) and uses
     /// synchronous=NORMAL, which in WAL mode is durable against application
     /// crashes and loses at most the last commits on power loss.
-    pub(crate) fn writer_options(&self) -> Result<SqliteConnectOptions, SqliteStoreError> {
+    pub(crate) fn writer_options(&self) -> Result<SqliteConnectOptions, StoreError> {
         Ok(self
             .base()?
             .create_if_missing(true)
@@ -98,7 +98,7 @@ impl SqliteConfig {
     /// through them fails in SQLite itself (SQLITE_READONLY), whatever SQL
     /// the adapter sends. They set no journal mode (a read-only connection
     /// cannot change it; the file is already WAL).
-    pub(crate) fn reader_options(&self) -> Result<SqliteConnectOptions, SqliteStoreError> {
+    pub(crate) fn reader_options(&self) -> Result<SqliteConnectOptions, StoreError> {
         Ok(self.base()?.create_if_missing(false).read_only(true))
     }
 }

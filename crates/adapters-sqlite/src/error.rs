@@ -1,5 +1,5 @@
 //! Error translation: the one place where SQLite result codes and sqlx
-//! errors become [`PortError`]s, plus the adapter's own set-up errors.
+//! errors become [`PortError`]s.
 //!
 //! Nothing here lets SQL text or a driver message reach a client: the driver
 //! error is kept only as the `source` of `Unavailable`/`Unexpected`, which the
@@ -7,58 +7,10 @@
 
 use weft_ports::PortError;
 
-/// Why the store could not be opened, migrated or declared ready. Returned by
-/// [`crate::SqliteStore`]'s set-up and health methods, never by a port.
-#[derive(Debug, thiserror::Error)]
-pub enum SqliteStoreError {
-    /// The database URL is not a usable SQLite file URL (e.g. in-memory,
-    /// which cannot be shared between the writer and the readers).
-    #[error("invalid SQLite database URL: {0}")]
-    Config(String),
-    /// The database file could not be opened or created.
-    #[error("cannot open the SQLite database")]
-    Connect(#[source] sqlx::Error),
-    /// Applying the embedded migrations failed.
-    #[error("applying SQLite migrations failed")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
-    /// The database answers but embedded migrations are not all applied.
-    #[error("SQLite migrations pending: {0:?}")]
-    MigrationsPending(Vec<i64>),
-    /// The database did not answer.
-    #[error("SQLite database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-}
-
-/// A stored row failed to re-parse into a domain value: data corruption (or
-/// a write path that bypassed the domain's rules). Reported as
-/// [`PortError::Unexpected`].
-#[derive(Debug, thiserror::Error)]
-#[error("stored {what} is invalid: {detail}")]
-pub(crate) struct Corrupt {
-    pub(crate) what: &'static str,
-    pub(crate) detail: String,
-}
-
-impl Corrupt {
-    /// A corruption report for column `what`.
-    pub(crate) fn error(what: &'static str, detail: impl std::fmt::Display) -> PortError {
-        PortError::unexpected(Self {
-            what,
-            detail: detail.to_string(),
-        })
-    }
-}
-
-/// A misuse of a unit of work the type system cannot rule out, reported as
+/// A misuse of a repository the type system cannot rule out, reported as
 /// [`PortError::Unexpected`].
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Misuse {
-    /// A repository call was dropped mid-statement and the unit of work was
-    /// then used again: its state is unknown, so it can only be thrown away.
-    #[error(
-        "a previous statement of this unit of work was cancelled; the unit of work must be dropped"
-    )]
-    Interrupted,
     /// `insert_messages` was given messages of more than one thread.
     #[error("insert_messages takes messages of one thread only")]
     MixedThreads,
@@ -83,6 +35,12 @@ fn extended_code(e: &sqlx::Error) -> Option<i32> {
         sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
         _ => None,
     }
+}
+
+/// Whether `e` is SQLite's busy/locked refusal (another connection holds
+/// the lock past the busy timeout): the statement did nothing.
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    extended_code(e).is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 /// Translates any sqlx error into the port's error.

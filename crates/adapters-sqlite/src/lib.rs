@@ -55,6 +55,5 @@ mod store;
 mod uow;
 
 pub use config::SqliteConfig;
-pub use error::SqliteStoreError;
-pub use store::{PoolStats, SqliteStore};
-pub use uow::SqliteUnitOfWorkFactory;
+pub use store::SqliteStore;
+pub use weft_adapters_sqlx::{PoolStats, StoreError};

@@ -5,21 +5,20 @@
 //! missing one. Lists execute the domain's [`weft_domain::list::PagePlan`].
 
 use async_trait::async_trait;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
+use weft_adapters_sqlx::paging::cursor_id;
+use weft_adapters_sqlx::rows::{metadata_json, value_json, IdempotencyRow, MessageRow, ThreadRow};
 use weft_domain::list::{Bound, PagePlan};
 use weft_domain::{
-    Cursor, IdempotencyKey, ListParams, Message, MessageId, Order, Page, Thread, ThreadId,
-    Timestamp,
+    IdempotencyKey, ListParams, Message, MessageId, Order, Page, Thread, ThreadId, Timestamp,
 };
 use weft_ports::{
     IdempotencyRecord, IdempotencyRepository, MessageRepository, PortError, ThreadRepository,
 };
 
-use crate::error::Misuse;
-use crate::rows::{
-    metadata_json, value_json, IdempotencyRow, MessageRow, ThreadRow, MESSAGE_COLUMNS,
-    THREAD_COLUMNS,
-};
+use crate::error::{map_sqlx, Misuse};
+use crate::rows::{MESSAGE_COLUMNS, THREAD_COLUMNS};
 use crate::uow::SqliteUnitOfWork;
 
 /// `WHERE` fragment and `ORDER BY` direction of a page plan. Both come
@@ -37,12 +36,6 @@ fn plan_sql(plan: &PagePlan) -> (&'static str, &'static str) {
     (bound, dir)
 }
 
-fn cursor_id<I>(c: &Cursor<I>) -> &I {
-    match c {
-        Cursor::After(i) | Cursor::Before(i) => i,
-    }
-}
-
 fn count_to_i64(n: u64) -> Result<i64, PortError> {
     i64::try_from(n).map_err(PortError::unexpected)
 }
@@ -51,8 +44,8 @@ fn count_to_i64(n: u64) -> Result<i64, PortError> {
 impl ThreadRepository for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread.id))]
     async fn insert_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let metadata = metadata_json(&thread.metadata)?;
-        let tool_resources = value_json(thread.tool_resources.as_value())?;
+        let metadata = metadata_json(&thread.metadata);
+        let tool_resources = value_json(thread.tool_resources.as_value());
         let q = sqlx::query(
             "INSERT INTO threads (id, owner, created_at, updated_at, metadata, tool_resources, title, message_count) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -71,14 +64,16 @@ impl ThreadRepository for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id))]
     async fn get_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError> {
         let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND owner = ? AND deleted_at IS NULL");
-        let q = sqlx::query_as::<_, ThreadRow>(&sql)
+        let q = sqlx::query(&sql)
             .bind(id.as_str())
             .bind(self.owner.as_str());
-        self.tx
-            .fetch_optional_as(q)
-            .await?
-            .ok_or(PortError::NotFound)?
-            .into_domain()
+        thread_of(
+            &self
+                .tx
+                .fetch_optional(q)
+                .await?
+                .ok_or(PortError::NotFound)?,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id))]
@@ -91,8 +86,8 @@ impl ThreadRepository for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread.id))]
     async fn update_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let metadata = metadata_json(&thread.metadata)?;
-        let tool_resources = value_json(thread.tool_resources.as_value())?;
+        let metadata = metadata_json(&thread.metadata);
+        let tool_resources = value_json(thread.tool_resources.as_value());
         let q = sqlx::query(
             "UPDATE threads SET metadata = ?, tool_resources = ?, title = ?, updated_at = max(updated_at, ?) \
              WHERE id = ? AND owner = ? AND deleted_at IS NULL",
@@ -160,7 +155,7 @@ impl ThreadRepository for SqliteUnitOfWork {
         params: &ListParams<ThreadId>,
     ) -> Result<Page<Thread>, PortError> {
         let plan = params.plan();
-        let cursor = params.cursor().map(cursor_id);
+        let cursor = cursor_id(params);
         if let Some(c) = cursor {
             // The cursor must be one of the owner's threads; a deleted one
             // keeps its place in the order and stays valid.
@@ -175,15 +170,12 @@ impl ThreadRepository for SqliteUnitOfWork {
         let sql = format!(
             "SELECT {THREAD_COLUMNS} FROM threads WHERE owner = ? AND deleted_at IS NULL{bound} ORDER BY id {dir} LIMIT ?"
         );
-        let mut q = sqlx::query_as::<_, ThreadRow>(&sql).bind(self.owner.as_str());
+        let mut q = sqlx::query(&sql).bind(self.owner.as_str());
         if let (Some(c), Some(_)) = (cursor, plan.bound) {
             q = q.bind(c.as_str());
         }
-        let rows = self.tx.fetch_all_as(q.bind(i64::from(plan.fetch))).await?;
-        let items = rows
-            .into_iter()
-            .map(ThreadRow::into_domain)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.tx.fetch_all(q.bind(i64::from(plan.fetch))).await?;
+        let items = rows.iter().map(thread_of).collect::<Result<Vec<_>, _>>()?;
         Ok(plan.finish(items))
     }
 }
@@ -218,8 +210,8 @@ impl MessageRepository for SqliteUnitOfWork {
             rows.push((
                 m,
                 m.content.to_stored_json(),
-                value_json(m.attachments.as_value())?,
-                metadata_json(&m.metadata)?,
+                value_json(m.attachments.as_value()),
+                metadata_json(&m.metadata),
             ));
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -263,15 +255,17 @@ impl MessageRepository for SqliteUnitOfWork {
              WHERE id = ? AND thread_id = ? AND owner = ? AND deleted_at IS NULL \
              AND EXISTS (SELECT 1 FROM threads t WHERE t.id = messages.thread_id AND t.deleted_at IS NULL)"
         );
-        let q = sqlx::query_as::<_, MessageRow>(&sql)
+        let q = sqlx::query(&sql)
             .bind(id.as_str())
             .bind(thread_id.as_str())
             .bind(self.owner.as_str());
-        self.tx
-            .fetch_optional_as(q)
-            .await?
-            .ok_or(PortError::NotFound)?
-            .into_domain()
+        message_of(
+            &self
+                .tx
+                .fetch_optional(q)
+                .await?
+                .ok_or(PortError::NotFound)?,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread_id, message_id = %id))]
@@ -292,7 +286,7 @@ impl MessageRepository for SqliteUnitOfWork {
              WHERE id = ? AND thread_id = ? AND owner = ? AND deleted_at IS NULL \
              AND EXISTS (SELECT 1 FROM threads t WHERE t.id = messages.thread_id AND t.deleted_at IS NULL)",
         )
-        .bind(metadata_json(&message.metadata)?)
+        .bind(metadata_json(&message.metadata))
         .bind(message.id.as_str())
         .bind(message.thread_id.as_str())
         .bind(self.owner.as_str());
@@ -331,7 +325,7 @@ impl MessageRepository for SqliteUnitOfWork {
         params: &ListParams<MessageId>,
     ) -> Result<Page<Message>, PortError> {
         let plan = params.plan();
-        let cursor = params.cursor().map(cursor_id);
+        let cursor = cursor_id(params);
         // One round trip for both checks: the thread is live for the owner,
         // and the cursor (if any) is a message of this thread, deleted or not.
         let q = sqlx::query(
@@ -359,17 +353,14 @@ impl MessageRepository for SqliteUnitOfWork {
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE thread_id = ? AND owner = ? AND deleted_at IS NULL{bound} ORDER BY id {dir} LIMIT ?"
         );
-        let mut q = sqlx::query_as::<_, MessageRow>(&sql)
+        let mut q = sqlx::query(&sql)
             .bind(thread_id.as_str())
             .bind(self.owner.as_str());
         if let (Some(c), Some(_)) = (cursor, plan.bound) {
             q = q.bind(c.as_str());
         }
-        let rows = self.tx.fetch_all_as(q.bind(i64::from(plan.fetch))).await?;
-        let items = rows
-            .into_iter()
-            .map(MessageRow::into_domain)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.tx.fetch_all(q.bind(i64::from(plan.fetch))).await?;
+        let items = rows.iter().map(message_of).collect::<Result<Vec<_>, _>>()?;
         Ok(plan.finish(items))
     }
 
@@ -385,13 +376,14 @@ impl MessageRepository for SqliteUnitOfWork {
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE thread_id = ? AND owner = ? AND role = 'user' AND deleted_at IS NULL ORDER BY id ASC LIMIT 1"
         );
-        let q = sqlx::query_as::<_, MessageRow>(&sql)
+        let q = sqlx::query(&sql)
             .bind(thread_id.as_str())
             .bind(self.owner.as_str());
         self.tx
-            .fetch_optional_as(q)
+            .fetch_optional(q)
             .await?
-            .map(MessageRow::into_domain)
+            .as_ref()
+            .map(message_of)
             .transpose()
     }
 }
@@ -404,18 +396,20 @@ impl IdempotencyRepository for SqliteUnitOfWork {
         key: &IdempotencyKey,
         not_before: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, PortError> {
-        let q = sqlx::query_as::<_, IdempotencyRow>(
+        let q = sqlx::query(
             "SELECT key, fingerprint, status, body, created_at FROM idempotency \
              WHERE owner = ? AND key = ? AND created_at >= ?",
         )
         .bind(self.owner.as_str())
         .bind(key.as_str())
         .bind(not_before.unix_seconds());
-        self.tx
-            .fetch_optional_as(q)
-            .await?
-            .map(IdempotencyRow::into_domain)
-            .transpose()
+        match self.tx.fetch_optional(q).await? {
+            Some(r) => IdempotencyRow::from_row(&r)
+                .map_err(map_sqlx)?
+                .into_domain()
+                .map(Some),
+            None => Ok(None),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -447,4 +441,12 @@ impl IdempotencyRepository for SqliteUnitOfWork {
             _ => Ok(()),
         }
     }
+}
+
+fn thread_of(row: &SqliteRow) -> Result<Thread, PortError> {
+    ThreadRow::from_row(row).map_err(map_sqlx)?.into_domain()
+}
+
+fn message_of(row: &SqliteRow) -> Result<Message, PortError> {
+    MessageRow::from_row(row).map_err(map_sqlx)?.into_domain()
 }

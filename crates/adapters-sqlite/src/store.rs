@@ -1,27 +1,21 @@
-//! The store: the two connection pools, migrations, health and shutdown.
+//! The store: the two connection pools, migrations, readiness, backups and
+//! shutdown.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::SqlitePool;
+use weft_adapters_sqlx::{PoolStats, StoreError};
 use weft_ports::UnitOfWorkFactory;
 
-use crate::{SqliteConfig, SqliteStoreError, SqliteUnitOfWorkFactory};
+use crate::uow::{SqliteTx, SqliteUnitOfWorkFactory};
+use crate::SqliteConfig;
 
 /// The embedded migrations of this adapter (its own, not PostgreSQL's).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// Connection counts for metrics, summed over the writer and the readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Open connections (idle or in use).
-    pub size: u32,
-    /// Open connections not in use.
-    pub idle: u32,
-}
 
 /// An open SQLite database: one writer connection (read-write units of work
 /// queue for it in FIFO order) and a pool of read-only connections
@@ -30,7 +24,7 @@ pub struct PoolStats {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    transaction_timeout: Duration,
+    tx: Arc<SqliteTx>,
 }
 
 impl SqliteStore {
@@ -39,9 +33,9 @@ impl SqliteStore {
     /// migrate: call [`SqliteStore::migrate`].
     ///
     /// # Errors
-    /// [`SqliteStoreError::Config`] for an unusable URL (e.g. in-memory);
-    /// [`SqliteStoreError::Connect`] when the file cannot be opened or created.
-    pub async fn connect(cfg: &SqliteConfig) -> Result<Self, SqliteStoreError> {
+    /// [`StoreError::Config`] for an unusable URL (e.g. in-memory);
+    /// [`StoreError::Connect`] when the file cannot be opened or created.
+    pub async fn connect(cfg: &SqliteConfig) -> Result<Self, StoreError> {
         let writer_opts = cfg.writer_options()?;
         let reader_opts = cfg.reader_options()?;
         let file = writer_opts.get_filename().display().to_string();
@@ -58,7 +52,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(writer_opts)
             .await
-            .map_err(SqliteStoreError::Connect)?;
+            .map_err(StoreError::Connect)?;
         // Opened on demand, after the writer created the file and set WAL.
         let reader = SqlitePoolOptions::new()
             .max_connections(cfg.pool_max.max(1))
@@ -69,7 +63,9 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            transaction_timeout: cfg.transaction_timeout,
+            tx: Arc::new(SqliteTx {
+                transaction_timeout: cfg.transaction_timeout,
+            }),
         })
     }
 
@@ -77,22 +73,22 @@ impl SqliteStore {
     /// from several processes: SQLite serialises them on the write lock.
     ///
     /// # Errors
-    /// [`SqliteStoreError::Migrate`] when a migration fails or an applied one
+    /// [`StoreError::Migrate`] when a migration fails or an applied one
     /// was changed.
-    pub async fn migrate(&self) -> Result<(), SqliteStoreError> {
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.writer)
             .await
-            .map_err(SqliteStoreError::Migrate)
+            .map_err(|e| StoreError::Migrate(Box::new(e)))
     }
 
     /// Succeeds when the database answers a read and every embedded
     /// migration is applied — the readiness probe.
     ///
     /// # Errors
-    /// [`SqliteStoreError::MigrationsPending`] naming the missing versions;
-    /// [`SqliteStoreError::Unavailable`] when the database does not answer.
-    pub async fn ready(&self) -> Result<(), SqliteStoreError> {
+    /// [`StoreError::MigrationsPending`] naming the missing versions;
+    /// [`StoreError::Unavailable`] when the database does not answer.
+    pub async fn ready(&self) -> Result<(), StoreError> {
         let applied: BTreeSet<i64> = match sqlx::query_scalar::<_, i64>(
             "SELECT version FROM _sqlx_migrations WHERE success = 1",
         )
@@ -103,7 +99,7 @@ impl SqliteStore {
             // SQLITE_ERROR (1) here is "no such table": the database
             // answers but was never migrated.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("1") => BTreeSet::new(),
-            Err(e) => return Err(SqliteStoreError::Unavailable(e)),
+            Err(e) => return Err(StoreError::Unavailable(e)),
         };
         let missing: Vec<i64> = MIGRATOR
             .iter()
@@ -113,37 +109,77 @@ impl SqliteStore {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(SqliteStoreError::MigrationsPending(missing))
+            Err(StoreError::MigrationsPending(missing))
         }
     }
 
-    /// The unit-of-work factory over this store's pools.
-    pub fn uow_factory(&self) -> SqliteUnitOfWorkFactory {
-        SqliteUnitOfWorkFactory::new(
-            self.writer.clone(),
-            self.reader.clone(),
-            self.transaction_timeout,
-        )
+    pub(crate) fn uow_factory(&self) -> SqliteUnitOfWorkFactory {
+        SqliteUnitOfWorkFactory {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            tx: Arc::clone(&self.tx),
+        }
     }
 
-    /// The unit-of-work factory as the port the app takes.
+    /// The unit-of-work factory the app runs on (sharing this store's pools).
     pub fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
         Arc::new(self.uow_factory())
     }
 
-    /// Current connection counts, for the pool metrics.
-    pub fn stats(&self) -> PoolStats {
-        let idle = self.writer.num_idle() + self.reader.num_idle();
-        PoolStats {
-            size: self.writer.size() + self.reader.size(),
-            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+    /// Current connection numbers, summed over the writer and the readers.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats::of(&self.writer).plus(PoolStats::of(&self.reader))
+    }
+
+    /// Writes a consistent copy of the live database to `to`, a new file
+    /// that a fresh store opens with every object intact (API.md, "Data
+    /// lifecycle": `weft backup`). Uses `VACUUM INTO` on a read-only
+    /// connection: one snapshot, writers are not blocked, and the copy is
+    /// compact and self-contained (no `-wal` beside it).
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] when `to` exists already (never overwritten)
+    /// or is not valid UTF-8; [`StoreError::Unavailable`] when SQLite
+    /// cannot write it.
+    pub async fn backup_to(&self, to: &Path) -> Result<(), StoreError> {
+        if to.exists() {
+            return Err(StoreError::Config(format!(
+                "{} exists already; a backup never overwrites a file",
+                to.display()
+            )));
         }
+        let Some(target) = to.to_str() else {
+            return Err(StoreError::Config(format!(
+                "{} is not a UTF-8 path",
+                to.display()
+            )));
+        };
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.reader)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
     }
 
     /// Closes both pools: new units of work fail with `Unavailable`, and this
     /// resolves once every connection in use has been returned and closed.
+    ///
+    /// Afterwards the database is one self-contained file (API.md,
+    /// "Configuration": no data left only in its `-wal`): the read-only
+    /// connections close first, because a read-only connection can neither
+    /// checkpoint nor remove the WAL and would otherwise keep it alive;
+    /// then the writer folds the WAL back into the database
+    /// (`wal_checkpoint(TRUNCATE)`) and closes last, which lets SQLite
+    /// delete the `-wal` and `-shm` files.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.reader.close().await;
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(%error, "could not checkpoint the SQLite WAL at close");
+        }
+        self.writer.close().await;
     }
 }

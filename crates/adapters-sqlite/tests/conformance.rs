@@ -72,9 +72,9 @@ impl ConformanceTarget for SqliteTarget {
     }
 
     async fn leak_report(&self) -> LeakReport {
-        let stats = self.store.stats();
+        let stats = self.store.pool_stats();
         LeakReport {
-            busy_connections: stats.size - stats.idle,
+            busy_connections: stats.busy(),
             idle_in_transaction: u32::from(write_lock_held(&self.path).await),
             active_statements: 0,
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
-use weft_adapters_sqlite::{SqliteConfig, SqliteStore, SqliteStoreError};
+use weft_adapters_sqlite::{SqliteConfig, SqliteStore, StoreError};
 use weft_conformance::cancel::CancelAfterPolls;
 use weft_conformance::fixtures::{ctx, message, thread, NOW};
 use weft_domain::{ListParams, Role};
@@ -39,7 +39,7 @@ async fn begin(f: &dyn UnitOfWorkFactory, user: &str, mode: Mode) -> Box<dyn Uni
 /// connections on a spawned task, so the count lags the end of a unit of work.
 async fn all_idle(store: &SqliteStore) -> bool {
     for _ in 0..500 {
-        let s = store.stats();
+        let s = store.pool_stats();
         if s.size == s.idle {
             return true;
         }
@@ -65,9 +65,7 @@ async fn connect_creates_a_wal_database_that_is_ready_once_migrated() {
     assert!(!path.exists());
     let store = SqliteStore::connect(&config(&path)).await.unwrap();
     assert!(path.exists(), "connect creates the file");
-    assert!(
-        matches!(store.ready().await, Err(SqliteStoreError::MigrationsPending(v)) if !v.is_empty())
-    );
+    assert!(matches!(store.ready().await, Err(StoreError::MigrationsPending(v)) if !v.is_empty()));
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     store.ready().await.unwrap();
@@ -88,10 +86,7 @@ async fn connect_creates_a_wal_database_that_is_ready_once_migrated() {
 async fn an_in_memory_url_is_refused() {
     for url in ["sqlite::memory:", "sqlite://:memory:"] {
         let r = SqliteStore::connect(&SqliteConfig::new(url)).await;
-        assert!(
-            matches!(r, Err(SqliteStoreError::Config(_))),
-            "{url}: {r:?}"
-        );
+        assert!(matches!(r, Err(StoreError::Config(_))), "{url}: {r:?}");
     }
 }
 
@@ -166,7 +161,7 @@ async fn another_process_holding_the_write_lock_is_a_conflict() {
     assert!(
         all_idle(&other).await,
         "the conflicting begin returned its connection: {:?}",
-        other.stats()
+        other.pool_stats()
     );
     holder.close().await;
     other.close().await;
@@ -183,7 +178,10 @@ async fn a_write_in_a_read_only_unit_of_work_is_unexpected_not_a_conflict() {
     let mut uow = begin(&*f, "alice", Mode::ReadOnly).await;
     let r = uow.insert_thread(&t).await;
     assert!(matches!(r, Err(PortError::Unexpected(_))), "{r:?}");
-    uow.commit().await.unwrap();
+    // A unit of work whose statement failed never commits (the guard rolls
+    // it back instead, as on PostgreSQL).
+    let c = uow.commit().await;
+    assert!(matches!(c, Err(PortError::Unexpected(_))), "{c:?}");
     let mut uow = begin(&*f, "alice", Mode::ReadOnly).await;
     assert!(matches!(
         uow.get_thread(&t.id).await,
@@ -347,13 +345,99 @@ async fn stats_count_connections_and_a_closed_store_is_unavailable() {
     let r1 = begin(&*f, "alice", Mode::ReadOnly).await;
     let r2 = begin(&*f, "alice", Mode::ReadOnly).await;
     let w = begin(&*f, "alice", Mode::ReadWrite).await;
-    let busy = store.stats();
-    assert_eq!(busy.size - busy.idle, 3, "{busy:?}");
+    let busy = store.pool_stats();
+    assert_eq!(busy.busy(), 3, "{busy:?}");
     r1.commit().await.unwrap();
     r2.rollback().await.unwrap();
     w.commit().await.unwrap();
-    assert!(all_idle(&store).await, "{:?}", store.stats());
+    assert!(all_idle(&store).await, "{:?}", store.pool_stats());
     store.close().await;
     let r = f.begin(&ctx("alice"), Mode::ReadOnly).await.map(drop);
     assert!(matches!(r, Err(PortError::Unavailable(_))), "{r:?}");
+}
+
+/// Writes `n` threads with two messages each through the store, using its
+/// read-only pool too (so readers hold the WAL open), and returns their ids.
+async fn fill(store: &SqliteStore, n: usize) -> Vec<weft_domain::ThreadId> {
+    let f = store.factory();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let t = thread(NOW);
+        let mut uow = begin(&*f, "alice", Mode::ReadWrite).await;
+        uow.insert_thread(&t).await.unwrap();
+        uow.insert_messages(&[
+            message(&t.id, Role::User, "question", NOW),
+            message(&t.id, Role::Assistant, "answer", NOW),
+        ])
+        .await
+        .unwrap();
+        uow.touch_thread(&t.id, 2, NOW).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut r = begin(&*f, "alice", Mode::ReadOnly).await;
+        r.get_thread(&t.id).await.unwrap();
+        r.commit().await.unwrap();
+        ids.push(t.id);
+    }
+    ids
+}
+
+/// Every thread of `ids` reads back with its two messages from `path`.
+async fn reads_back(path: &Path, ids: &[weft_domain::ThreadId]) {
+    let store = migrated(path).await;
+    let f = store.factory();
+    let mut uow = begin(&*f, "alice", Mode::ReadOnly).await;
+    for id in ids {
+        let t = uow.get_thread(id).await.unwrap();
+        assert_eq!(t.message_count, 2);
+        let page = uow.list_messages(id, &ListParams::default()).await.unwrap();
+        assert_eq!(page.items.len(), 2);
+    }
+    uow.commit().await.unwrap();
+    store.close().await;
+}
+
+/// After a clean close the database is one self-contained file: the WAL
+/// was folded back and removed, so copying `weft.db` alone (what people do
+/// to back up or move it) keeps every object (API.md "Configuration").
+#[tokio::test]
+async fn after_close_the_database_file_alone_holds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = migrated(&path).await;
+    let ids = fill(&store, 30).await;
+    store.close().await;
+    let wal = dir.path().join("weft.db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "data left in the WAL after close: {} bytes",
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+    );
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    reads_back(&copy, &ids).await;
+}
+
+/// `backup_to` writes a consistent copy of a live database (writers keep
+/// going) that a fresh store opens with every object intact, and never
+/// overwrites an existing file.
+#[tokio::test]
+async fn a_backup_of_a_live_database_opens_with_every_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = migrated(&db_path(&dir)).await;
+    let ids = fill(&store, 20).await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { fill(&store, 20).await })
+    };
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("backup.db");
+    store.backup_to(&backup).await.unwrap();
+    writer.await.unwrap();
+    assert!(matches!(
+        store.backup_to(&backup).await,
+        Err(StoreError::Config(_))
+    ));
+    store.close().await;
+    reads_back(&backup, &ids).await;
 }

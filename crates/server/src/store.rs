@@ -1,27 +1,93 @@
-//! The adapter choice: the only place that names a concrete adapter.
+//! The adapter choice: the only place that names a concrete storage
+//! adapter.
 //!
-//! `sqlite://…` opens the embedded SQLite store, `postgres://…` the
-//! PostgreSQL one; both are handed to the app as the same
-//! `UnitOfWorkFactory` port. Everything else in the server sees only
-//! [`Store`]'s small surface: migrate, readiness, pool numbers, close.
+//! Every adapter is used through one [`Backend`] trait, implemented here for
+//! each store, and chosen by one `match` on the database URL in
+//! [`Store::connect_url`]. Adding a database means one `impl Backend` and
+//! one arm there; everything else in the server sees only [`Store`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use weft_adapters_postgres::{PgConfig, PgStore};
 use weft_adapters_sqlite::{SqliteConfig, SqliteStore};
+use weft_http::metrics::PoolSnapshot;
 use weft_ports::error::BoxError;
 use weft_ports::UnitOfWorkFactory;
 
 use crate::config::{DatabaseUrl, Settings};
-use weft_http::metrics::PoolSnapshot;
+
+use weft_adapters_sqlx::PoolStats;
+/// The adapters' own error type (one for every sqlx adapter).
+pub use weft_adapters_sqlx::StoreError as AdapterError;
+
+/// What the server needs of a storage adapter beyond the ports: start-up,
+/// readiness, pool numbers, shutdown.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), AdapterError>;
+    /// Succeeds when the database answers and every migration is applied.
+    async fn ready(&self) -> Result<(), AdapterError>;
+    /// Connection numbers of the pool(s).
+    fn pool_stats(&self) -> PoolStats;
+    /// The unit-of-work factory the app runs on.
+    fn factory(&self) -> Arc<dyn UnitOfWorkFactory>;
+    /// Closes the pool(s), waiting until every connection in use is returned.
+    async fn close(&self);
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn migrate(&self) -> Result<(), AdapterError> {
+        SqliteStore::migrate(self).await
+    }
+    async fn ready(&self) -> Result<(), AdapterError> {
+        SqliteStore::ready(self).await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        SqliteStore::pool_stats(self)
+    }
+    fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        SqliteStore::factory(self)
+    }
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    async fn migrate(&self) -> Result<(), AdapterError> {
+        PgStore::migrate(self).await
+    }
+    async fn ready(&self) -> Result<(), AdapterError> {
+        PgStore::ready(self).await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        PgStore::pool_stats(self)
+    }
+    fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
+        PgStore::factory(self)
+    }
+    async fn close(&self) {
+        PgStore::close(self).await;
+    }
+}
 
 /// An open database, whichever adapter serves it. Cheap to clone.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// The embedded default.
-    Sqlite(SqliteStore),
-    /// A PostgreSQL server.
-    Postgres(weft_adapters_postgres::PgStore),
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    /// The database kind and location, password masked (for logs).
+    what: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("what", &self.what).finish()
+    }
 }
 
 /// The database could not be opened or migrated.
@@ -55,7 +121,8 @@ impl Store {
         .await
     }
 
-    /// Opens `database` with at most `pool_max` connections. Does not migrate.
+    /// Opens `database` with at most `pool_max` connections. Does not
+    /// migrate. The one place an adapter is chosen.
     ///
     /// # Errors
     /// [`StoreError::Connect`] with the adapter's cause.
@@ -64,31 +131,33 @@ impl Store {
         pool_max: u32,
         statement_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let connect_err = |source: BoxError| StoreError::Connect {
-            what: database.describe(),
-            source,
-        };
-        match database {
+        let what = database.describe();
+        let backend: Result<Arc<dyn Backend>, AdapterError> = match database {
             DatabaseUrl::Sqlite { url, .. } => {
                 let mut cfg = SqliteConfig::new(url.clone());
                 cfg.pool_max = pool_max;
                 // SQLite has no per-statement timeout; the same budget bounds
                 // all statements of one unit of work (see the adapter).
                 cfg.transaction_timeout = statement_timeout;
-                let store = SqliteStore::connect(&cfg)
+                SqliteStore::connect(&cfg)
                     .await
-                    .map_err(|e| connect_err(Box::new(e)))?;
-                Ok(Self::Sqlite(store))
+                    .map(|s| Arc::new(s) as Arc<dyn Backend>)
             }
             DatabaseUrl::Postgres { url } => {
-                let mut cfg = weft_adapters_postgres::PgConfig::new(url.clone());
+                let mut cfg = PgConfig::new(url.clone());
                 cfg.pool_max = pool_max;
                 cfg.statement_timeout = statement_timeout;
-                let store = weft_adapters_postgres::PgStore::connect(&cfg)
+                PgStore::connect(&cfg)
                     .await
-                    .map_err(|e| connect_err(Box::new(e)))?;
-                Ok(Self::Postgres(store))
+                    .map(|s| Arc::new(s) as Arc<dyn Backend>)
             }
+        };
+        match backend {
+            Ok(backend) => Ok(Self { backend, what }),
+            Err(e) => Err(StoreError::Connect {
+                what,
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -97,43 +166,24 @@ impl Store {
     /// # Errors
     /// [`StoreError::Migrate`] with the adapter's cause.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s
-                .migrate()
-                .await
-                .map_err(|e| StoreError::Migrate(Box::new(e))),
-            Self::Postgres(s) => s
-                .migrate()
-                .await
-                .map_err(|e| StoreError::Migrate(Box::new(e))),
-        }
+        self.backend
+            .migrate()
+            .await
+            .map_err(|e| StoreError::Migrate(Box::new(e)))
     }
 
     /// The unit-of-work factory the app runs on.
     pub fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
-        match self {
-            Self::Sqlite(s) => s.factory(),
-            Self::Postgres(s) => s.factory(),
-        }
+        self.backend.factory()
     }
 
     /// Whether the database answers and every migration is applied; the
     /// cause is logged, not returned (readiness answers yes or no).
     pub async fn ready(&self) -> bool {
-        let result: Result<(), BoxError> = match self {
-            Self::Sqlite(s) => s.ready().await.map_err(|e| Box::new(e) as BoxError),
-            Self::Postgres(s) => {
-                if s.ready().await {
-                    Ok(())
-                } else {
-                    Err("PostgreSQL unreachable or migrations pending".into())
-                }
-            }
-        };
-        match result {
+        match self.backend.ready().await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %weft_http::error::chain(e.as_ref()), "not ready");
+                tracing::warn!(error = %weft_http::error::chain(&e), "not ready");
                 false
             }
         }
@@ -141,29 +191,15 @@ impl Store {
 
     /// Connection numbers for the pool gauges.
     pub fn pool(&self) -> PoolSnapshot {
-        match self {
-            Self::Sqlite(s) => {
-                let st = s.stats();
-                PoolSnapshot {
-                    size: u64::from(st.size),
-                    idle: u64::from(st.idle),
-                }
-            }
-            Self::Postgres(s) => {
-                let st = s.pool_stats();
-                PoolSnapshot {
-                    size: u64::from(st.size),
-                    idle: u64::from(st.idle),
-                }
-            }
+        let st = self.backend.pool_stats();
+        PoolSnapshot {
+            size: u64::from(st.size),
+            idle: u64::from(st.idle),
         }
     }
 
     /// Closes the pool, waiting until every connection in use is returned.
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(s) => s.close().await,
-            Self::Postgres(s) => s.close().await,
-        }
+        self.backend.close().await;
     }
 }

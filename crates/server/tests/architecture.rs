@@ -113,9 +113,13 @@ fn internal_dependencies_point_inward_only() {
         ("weft-app", set(&["weft-domain", "weft-ports"])),
         (
             "weft-adapters-postgres",
-            set(&["weft-domain", "weft-ports"]),
+            set(&["weft-domain", "weft-ports", "weft-adapters-sqlx"]),
         ),
-        ("weft-adapters-sqlite", set(&["weft-domain", "weft-ports"])),
+        (
+            "weft-adapters-sqlite",
+            set(&["weft-domain", "weft-ports", "weft-adapters-sqlx"]),
+        ),
+        ("weft-adapters-sqlx", set(&["weft-domain", "weft-ports"])),
         ("weft-http", set(&["weft-domain", "weft-ports", "weft-app"])),
         (
             "weft-server",
@@ -126,6 +130,7 @@ fn internal_dependencies_point_inward_only() {
                 "weft-http",
                 "weft-adapters-postgres",
                 "weft-adapters-sqlite",
+                "weft-adapters-sqlx",
             ]),
         ),
         (
@@ -188,6 +193,7 @@ fn test_support_crates_are_dev_dependencies_only() {
         "weft-app",
         "weft-adapters-postgres",
         "weft-adapters-sqlite",
+        "weft-adapters-sqlx",
     ] {
         let closure = g.closure(shipped);
         assert!(

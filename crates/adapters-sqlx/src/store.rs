@@ -1,0 +1,59 @@
+//! What every sqlx store reports about itself: start-up errors and pool
+//! numbers.
+
+use weft_ports::error::BoxError;
+
+/// Opening, migrating or checking a store failed. Shown to operators (at
+/// start-up, in readiness logs), never to API clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL or options are not usable (the message says why).
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    /// The database could not be reached or opened.
+    #[error("cannot connect to the database")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the embedded migrations failed.
+    #[error("applying migrations failed")]
+    Migrate(#[source] BoxError),
+    /// The database answers but these embedded migrations are not applied.
+    #[error("migrations pending: {0:?}")]
+    MigrationsPending(Vec<i64>),
+    /// The database did not answer a readiness query.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+}
+
+/// Connection numbers of a store, for the pool gauges and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+}
+
+impl PoolStats {
+    /// Numbers of one pool. `size` and `idle` are read at slightly different
+    /// moments; [`PoolStats::busy`] never underflows because of it.
+    pub fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The sum of two pools' numbers.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            size: self.size.saturating_add(other.size),
+            idle: self.idle.saturating_add(other.idle),
+        }
+    }
+
+    /// Connections in use (checked out of the pool): `size - idle`, never
+    /// below zero even when the two were read across a release.
+    pub fn busy(self) -> u32 {
+        self.size.saturating_sub(self.idle)
+    }
+}
