@@ -233,24 +233,25 @@ both_databases! {
         assert_eq!(t["message_count"], 32);
     }
 
-    /// Bodies over 1 MiB → 413, whether sized or chunked; 1 MiB itself passes the limit.
-    async fn bodies_over_one_mebibyte_are_refused_even_chunked(app) {
-        const MIB: usize = 1024 * 1024;
-        // Exactly 1 MiB (valid JSON padded with spaces): not a 413.
-        let body = format!("{{\"title\":\"ok\"}}{}", " ".repeat(MIB - 14));
-        assert_eq!(body.len(), MIB);
+    /// Bodies over WEFT_MAX_BODY_BYTES (default 4 MiB) → 413, whether sized or chunked; the limit itself passes.
+    async fn bodies_over_the_limit_are_refused_even_chunked(app) {
+        const LIMIT: usize = 4 * 1024 * 1024;
+        // Exactly the limit (valid JSON padded with spaces): not a 413.
+        let body = format!("{{\"title\":\"ok\"}}{}", " ".repeat(LIMIT - 14));
+        assert_eq!(body.len(), LIMIT);
         let r = app
             .send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(body))
             .await;
         r.expect(200);
         // One byte more, with Content-Length.
-        let over = format!("{{\"title\":\"no\"}}{}", " ".repeat(MIB - 13));
-        app.send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(over))
-            .await
-            .expect_error(413);
-        // Chunked, no Content-Length: 17 chunks of 64 KiB.
+        let over = format!("{{\"title\":\"no\"}}{}", " ".repeat(LIMIT - 13));
+        let r = app.send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(over))
+            .await;
+        r.expect_error(413);
+        assert!(r.text.contains("4194304"), "the limit is named: {}", r.text);
+        // Chunked, no Content-Length: 65 chunks of 64 KiB.
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            (0..17).map(|i| Ok(if i == 0 { b"{\"title\":\"x\"}".to_vec() } else { vec![b' '; 64 * 1024] })).collect();
+            (0..65).map(|i| Ok(if i == 0 { b"{\"title\":\"x\"}".to_vec() } else { vec![b' '; 64 * 1024] })).collect();
         let r = app
             .send(
                 app.request(Method::POST, "/v1/threads", Some("alice"))
