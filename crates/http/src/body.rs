@@ -90,8 +90,11 @@ impl std::fmt::Debug for Leftover {
 /// The request body as the edge hands it to the routes: the same bytes,
 /// and whatever they leave unread comes back as a [`Leftover`] once they
 /// drop it. A body known to be empty is passed through untouched (so
-/// `Body::is_empty` stays true for it).
-pub fn tap(body: Body) -> (Body, Leftover) {
+/// `Body::is_empty` stays true for it). When the client waits for
+/// `100 Continue` (`expects_continue`) and the routes never asked for the
+/// body, nothing comes back: that client sends nothing after a final
+/// answer, and draining would invite the body it held back.
+pub fn tap(body: Body, expects_continue: bool) -> (Body, Leftover) {
     let home: Home = Arc::new(Mutex::new(None));
     if body.is_empty() {
         return (body, Leftover(home));
@@ -99,6 +102,7 @@ pub fn tap(body: Body) -> (Body, Leftover) {
     let returning = Returning {
         stream: Some(Box::pin(body.into_bytes_stream())),
         home: home.clone(),
+        invited: !expects_continue,
     };
     (Body::from_bytes_stream(returning), Leftover(home))
 }
@@ -137,12 +141,15 @@ impl Leftover {
 struct Returning {
     stream: Option<ByteStream>,
     home: Home,
+    /// Whether the client sends the body unasked, or was asked (the body was polled).
+    invited: bool,
 }
 
 impl Stream for Returning {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.invited = true;
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(None);
         };
@@ -157,7 +164,7 @@ impl Stream for Returning {
 
 impl Drop for Returning {
     fn drop(&mut self) {
-        if let Some(stream) = self.stream.take() {
+        if let Some(stream) = self.stream.take().filter(|_| self.invited) {
             if let Ok(mut home) = self.home.lock() {
                 *home = Some(stream);
             }
@@ -939,23 +946,33 @@ mod tests {
     #[tokio::test]
     async fn what_the_routes_leave_unread_comes_back_to_be_drained() {
         // Dropped unread: the stream comes back.
-        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10));
+        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10), false);
         drop(tapped);
         assert!(leftover.0.lock().unwrap().is_some());
         // Read to the end: nothing is left.
-        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10));
+        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10), false);
         assert_eq!(tapped.into_vec().await.unwrap().len(), 100);
         assert!(leftover.0.lock().unwrap().is_none());
         // Read in part (a refused body): the rest comes back, and draining it
         // without a free permit drops it at once.
-        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10));
+        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10), false);
         let mut s = Box::pin(tapped.into_bytes_stream());
         assert!(s.next().await.is_some());
         drop(s);
         assert!(leftover.0.lock().unwrap().is_some());
         leftover.drain_in_background(&Arc::new(Semaphore::new(0)));
+        // A client waiting for 100 Continue that was never asked: nothing to drain.
+        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10), true);
+        drop(tapped);
+        assert!(leftover.0.lock().unwrap().is_none());
+        // …but once the routes started reading, the rest is drained as usual.
+        let (tapped, leftover) = tap(chunked(vec![b'x'; 100], 10), true);
+        let mut s = Box::pin(tapped.into_bytes_stream());
+        assert!(s.next().await.is_some());
+        drop(s);
+        assert!(leftover.0.lock().unwrap().is_some());
         // An empty body is not wrapped: operations can still tell it is empty.
-        let (tapped, leftover) = tap(Body::empty());
+        let (tapped, leftover) = tap(Body::empty(), false);
         assert!(tapped.is_empty());
         drop(tapped);
         assert!(leftover.0.lock().unwrap().is_none());

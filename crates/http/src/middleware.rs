@@ -131,7 +131,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         // The routes read the body (or not) through the tap; what they leave
         // unread is drained after the answer so a client still sending gets
         // to read it (a 401 sent before a large body, a 413, a 503).
-        let (body, leftover) = crate::body::tap(req.take_body());
+        let expects_continue = req
+            .headers()
+            .get(poem::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (body, leftover) = crate::body::tap(req.take_body(), expects_continue);
         req.set_body(body);
         req.extensions_mut().insert(RequestMeta {
             request_id: request_id.clone(),
