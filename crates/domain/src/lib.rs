@@ -29,7 +29,9 @@ pub mod thread;
 pub mod time;
 pub mod title;
 
-pub use content::{Content, ContentInput, ContentPart, ContentPartInput};
+pub use content::{
+    Content, ContentInput, ContentPart, ContentPartInput, ImageDetail, ImageFilePart, ImageUrlPart,
+};
 pub use idempotency::{IdempotencyKey, RequestFingerprint, StoredResponse};
 pub use ids::{IdError, MessageId, RequestId, ThreadId, UserId};
 pub use json::{Attachments, JsonError, ToolResources};

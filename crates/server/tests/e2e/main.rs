@@ -7,9 +7,11 @@ mod helpers;
 
 mod auth;
 mod binary;
+mod bodies;
 mod cancellation;
 mod concurrency;
 mod errors;
+mod headers;
 mod idempotency;
 mod isolation;
 mod objects;
