@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use weft_adapters_titles::{ApiKey, ModelConfig, Url};
 use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
 
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
@@ -85,6 +86,143 @@ pub struct ServeArgs {
     /// Deadline of one request's work, in milliseconds.
     #[arg(long, env = "WEFT_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// The language model that names threads on `auto_rename`.
+    #[command(flatten)]
+    pub titles: TitleArgs,
+}
+
+/// A language model that names threads on `auto_rename`: any
+/// OpenAI-compatible chat-completions endpoint. Without a URL, titles are
+/// derived from the first user message's words.
+#[derive(Clone, Args)]
+pub struct TitleArgs {
+    /// Base URL of an OpenAI-compatible API, e.g. `http://127.0.0.1:11434/v1`
+    /// (Ollama) or `https://api.openai.com/v1`; requests go to
+    /// `<url>/chat/completions`.
+    #[arg(long, env = "WEFT_TITLE_MODEL_URL")]
+    pub title_model_url: Option<String>,
+    /// The model name the endpoint expects (required with the URL).
+    #[arg(long, env = "WEFT_TITLE_MODEL")]
+    pub title_model: Option<String>,
+    /// API key, sent as a bearer token; never logged. Prefer the file.
+    #[arg(long, env = "WEFT_TITLE_API_KEY", hide_env_values = true)]
+    pub title_api_key: Option<String>,
+    /// A file holding the API key (surrounding white space ignored).
+    #[arg(long, env = "WEFT_TITLE_API_KEY_FILE")]
+    pub title_api_key_file: Option<PathBuf>,
+    /// Longest wait for a title, retry included, in milliseconds; past it
+    /// the derived title is used.
+    #[arg(long, env = "WEFT_TITLE_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub title_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for TitleArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TitleArgs")
+            .field(
+                "title_model_url",
+                &self.title_model_url.as_deref().map(mask_password),
+            )
+            .field("title_model", &self.title_model)
+            .field("title_api_key", &self.title_api_key.as_ref().map(|_| "***"))
+            .field("title_api_key_file", &self.title_api_key_file)
+            .field("title_timeout_ms", &self.title_timeout_ms)
+            .finish()
+    }
+}
+
+/// The title model settings do not make a usable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TitleConfigError {
+    /// A title setting was given without the URL that would use it.
+    #[error("{0} is set but WEFT_TITLE_MODEL_URL is not: set the URL to name threads with a model, or unset {0}")]
+    NoUrl(&'static str),
+    /// The URL does not parse, or is not `http(s)`.
+    #[error("WEFT_TITLE_MODEL_URL must be an http:// or https:// URL such as http://127.0.0.1:11434/v1 ({0})")]
+    Url(String),
+    /// The URL is set without a model name.
+    #[error("WEFT_TITLE_MODEL_URL is set but WEFT_TITLE_MODEL is not: name the model the endpoint serves (e.g. llama3.2:1b)")]
+    NoModel,
+    /// Both key sources are set.
+    #[error("set WEFT_TITLE_API_KEY or WEFT_TITLE_API_KEY_FILE, not both")]
+    TwoKeys,
+    /// The key file could not be read.
+    #[error("WEFT_TITLE_API_KEY_FILE {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key is empty.
+    #[error("the title model API key ({0}) is empty")]
+    EmptyKey(String),
+}
+
+impl TitleArgs {
+    /// The model configuration, or `None` when no URL is set (titles are
+    /// then derived). Reads the key file if one is named.
+    ///
+    /// # Errors
+    /// [`TitleConfigError`] for a setting without the URL, a URL that is not
+    /// `http(s)`, a URL without a model, two key sources, or a key file
+    /// that cannot be read or is empty.
+    pub fn model_config(&self) -> Result<Option<ModelConfig>, TitleConfigError> {
+        let Some(raw_url) = self
+            .title_model_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            if self.title_model.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_MODEL"));
+            }
+            if self.title_api_key.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_API_KEY"));
+            }
+            if self.title_api_key_file.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_API_KEY_FILE"));
+            }
+            return Ok(None);
+        };
+        let url = Url::parse(raw_url.trim())
+            .map_err(|e| TitleConfigError::Url(format!("got '{}': {e}", mask_password(raw_url))))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(TitleConfigError::Url(format!(
+                "got a URL starting with '{}'",
+                url.scheme()
+            )));
+        }
+        let model = self
+            .title_model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .ok_or(TitleConfigError::NoModel)?;
+        let api_key = match (&self.title_api_key, &self.title_api_key_file) {
+            (Some(_), Some(_)) => return Err(TitleConfigError::TwoKeys),
+            (Some(key), None) => Some((ApiKey::new(key), "WEFT_TITLE_API_KEY".to_owned())),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| TitleConfigError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((ApiKey::new(&text), format!("file {}", path.display())))
+            }
+            (None, None) => None,
+        };
+        let api_key = match api_key {
+            Some((key, from)) if key.is_empty() => return Err(TitleConfigError::EmptyKey(from)),
+            Some((key, _)) => Some(key),
+            None => None,
+        };
+        let mut config = ModelConfig::new(url, model);
+        config.api_key = api_key;
+        config.timeout = Duration::from_millis(self.title_timeout_ms);
+        Ok(Some(config))
+    }
 }
 
 /// Settings of `weft token`.
@@ -353,6 +491,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Deadline of one request's work.
     pub request_timeout: Duration,
+    /// The language model that names threads, if configured (else titles
+    /// are derived from the first user message).
+    pub titles: Option<ModelConfig>,
 }
 
 #[cfg(test)]
@@ -438,6 +579,100 @@ mod tests {
         );
     }
 
+    fn title_args(args: &[&str]) -> Result<Option<ModelConfig>, TitleConfigError> {
+        let mut argv = vec!["weft"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .serve
+            .titles
+            .model_config()
+    }
+
+    #[test]
+    fn without_a_title_model_url_titles_are_derived() {
+        assert_eq!(title_args(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_title_model_is_configured_by_url_model_key_and_timeout() {
+        let cfg = title_args(&[
+            "--title-model-url",
+            "http://127.0.0.1:11434/v1",
+            "--title-model",
+            "llama3.2:1b",
+            "--title-timeout-ms",
+            "1500",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cfg.endpoint().as_str(),
+            "http://127.0.0.1:11434/v1/chat/completions"
+        );
+        assert_eq!(cfg.model, "llama3.2:1b");
+        assert_eq!(cfg.api_key, None);
+        assert_eq!(cfg.timeout, Duration::from_millis(1500));
+        let default = title_args(&["--title-model-url", "http://h/v1", "--title-model", "m"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(default.timeout, Duration::from_millis(3000));
+    }
+
+    #[test]
+    fn the_title_api_key_is_read_from_its_file_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        let file_arg = file.display().to_string();
+        let base = [
+            "--title-model-url",
+            "https://api.openai.com/v1",
+            "--title-model",
+            "m",
+        ];
+        let cfg = title_args(&[&base[..], &["--title-api-key-file", file_arg.as_str()]].concat())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.api_key, Some(ApiKey::new("sk-from-file")));
+        let cli = Cli::try_parse_from(
+            [&["weft"][..], &base[..], &["--title-api-key", "sk-inline"]].concat(),
+        )
+        .unwrap();
+        assert!(!format!("{:?}", cli.serve).contains("sk-inline"));
+        let missing = dir.path().join("nope").display().to_string();
+        let err = title_args(&[&base[..], &["--title-api-key-file", missing.as_str()]].concat())
+            .unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_title_settings_are_refused_with_what_to_set() {
+        let err = title_args(&["--title-model", "m"]).unwrap_err();
+        assert!(
+            err.to_string().contains("WEFT_TITLE_MODEL_URL is not"),
+            "{err}"
+        );
+        let err = title_args(&["--title-model-url", "http://h/v1"]).unwrap_err();
+        assert!(err.to_string().contains("WEFT_TITLE_MODEL is not"), "{err}");
+        let err =
+            title_args(&["--title-model-url", "ftp://h/v1", "--title-model", "m"]).unwrap_err();
+        assert!(err.to_string().contains("'ftp'"), "{err}");
+        let err = title_args(&[
+            "--title-model-url",
+            "http://h/v1",
+            "--title-model",
+            "m",
+            "--title-api-key",
+            "k",
+            "--title-api-key-file",
+            "/k",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, TitleConfigError::TwoKeys), "{err}");
+        assert!(Cli::try_parse_from(["weft", "--title-timeout-ms", "0"]).is_err());
+    }
+
     #[test]
     fn the_cli_defaults_to_serve_with_the_documented_defaults() {
         let cli = Cli::try_parse_from(["weft"]).unwrap();
@@ -460,6 +695,9 @@ pub enum ConfigError {
     /// The token secret could not be obtained.
     #[error("obtaining the JWT secret")]
     Secret(#[from] SecretError),
+    /// The title model settings are not usable.
+    #[error(transparent)]
+    Titles(#[from] TitleConfigError),
 }
 
 impl ServeArgs {
@@ -469,6 +707,7 @@ impl ServeArgs {
     /// [`ConfigError`] for a bad database URL or an unusable secret.
     pub fn settings(&self) -> Result<(Settings, SecretSource), ConfigError> {
         let database = DatabaseUrl::parse(&self.database.database_url)?;
+        let titles = self.titles.model_config()?;
         let (secret, source) = resolve_secret(&self.secret, &database)?;
         let settings = Settings {
             database,
@@ -478,6 +717,7 @@ impl ServeArgs {
             bind: self.bind,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            titles,
         };
         Ok((settings, source))
     }

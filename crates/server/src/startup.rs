@@ -14,7 +14,8 @@ use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Response, Server};
 use prometheus::IntGauge;
-use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
+use weft_adapters_titles::ModelTitlesError;
+use weft_app::system::{SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
 use weft_http::auth::TokenKeys;
 use weft_http::metrics::{Metrics, MetricsError, PoolSnapshot};
@@ -35,6 +36,9 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The title model's client could not be built.
+    #[error(transparent)]
+    Titles(#[from] ModelTitlesError),
     /// The listen address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {
@@ -65,7 +69,7 @@ impl Application {
     /// [`StartupError`] when the database cannot be opened or migrated, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with_titles(settings, Arc::new(DerivedTitles)).await
+        Self::assemble(settings, None).await
     }
 
     /// Like [`Application::build`] with another title generator (a model
@@ -77,9 +81,21 @@ impl Application {
         settings: Settings,
         titles: Arc<dyn TitleGenerator>,
     ) -> Result<Self, StartupError> {
+        Self::assemble(settings, Some(titles)).await
+    }
+
+    /// The title generator is `titles`, or the one `settings` select.
+    async fn assemble(
+        settings: Settings,
+        titles: Option<Arc<dyn TitleGenerator>>,
+    ) -> Result<Self, StartupError> {
         let store = Store::connect(&settings).await?;
         store.migrate().await?;
         let metrics = Metrics::new()?;
+        let (titles, title_timeout) = match titles {
+            Some(titles) => (titles, AppConfig::default().title_timeout),
+            None => crate::titles::generator(settings.titles.as_ref(), &metrics)?,
+        };
 
         let deps = Deps {
             uow: Arc::new(WaitCounting {
@@ -91,7 +107,13 @@ impl Application {
             titles,
             observer: Arc::new(metrics.clone()),
         };
-        let app = App::new(deps, AppConfig::default());
+        let app = App::new(
+            deps,
+            AppConfig {
+                title_timeout,
+                ..AppConfig::default()
+            },
+        );
 
         let shield = Shield::default();
         let routes = routes(HttpConfig {

@@ -1,4 +1,5 @@
-//! The adapter choice: the only place that names a concrete adapter.
+//! The storage adapter choice: the only place that names a concrete
+//! storage adapter (the title model adapter is chosen in `titles`).
 //!
 //! `sqlite://…` opens the embedded SQLite store, `postgres://…` the
 //! PostgreSQL one; both are handed to the app as the same

@@ -24,6 +24,10 @@ impl Served {
             .arg("serve")
             .env_remove("WEFT_JWT_SECRET")
             .env_remove("WEFT_DATABASE_URL")
+            .env_remove("WEFT_TITLE_MODEL_URL")
+            .env_remove("WEFT_TITLE_MODEL")
+            .env_remove("WEFT_TITLE_API_KEY")
+            .env_remove("WEFT_TITLE_API_KEY_FILE")
             .env("WEFT_BIND", "127.0.0.1:0")
             .env("WEFT_LOG_FORMAT", "json")
             .env("WEFT_LOG", "info")
@@ -212,5 +216,115 @@ async fn the_binary_masks_the_postgres_password_in_its_log() {
     assert!(
         dir.path().join("weft.jwt-secret").exists(),
         "PostgreSQL keeps the secret in the working directory"
+    );
+}
+
+/// `weft serve` configured only by the documented environment names threads
+/// with the model: the cleaned answer is the title, the key from
+/// `WEFT_TITLE_API_KEY_FILE` reaches the endpoint and never the log, a
+/// failing model gives the derived title with a warning carrying the
+/// request id, and `/metrics` counts both outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_names_threads_with_a_model_configured_by_environment() {
+    use crate::model_server::{ModelServer, Reply};
+    const KEY: &str = "sk-e2e-key-that-must-never-be-logged";
+    let model = ModelServer::start().await;
+    model.script([
+        Reply::Answer("  \"GPU bill review\"  \n".to_owned()),
+        Reply::Status(500, "model crashed".to_owned()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("title-key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let (mut served, base) = Served::start(
+        dir.path(),
+        &[
+            ("WEFT_TITLE_MODEL_URL", model.base_url()),
+            ("WEFT_TITLE_MODEL", "test-model".to_owned()),
+            ("WEFT_TITLE_API_KEY_FILE", key_file.display().to_string()),
+            ("WEFT_TITLE_TIMEOUT_MS", "10000".to_owned()),
+        ],
+    );
+    assert!(
+        served
+            .log
+            .join("\n")
+            .contains("auto_rename asks a language model"),
+        "{}",
+        served.log.join("\n")
+    );
+    let tok = token(dir.path(), &[], "alice");
+    let client = reqwest::Client::new();
+    let message = "Why did our GPU bill go up?";
+    let thread: Value = client
+        .post(format!("{base}/v1/threads"))
+        .bearer_auth(&tok)
+        .json(&json!({"messages": [{"role": "user", "content": message}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rename = format!(
+        "{base}/v1/threads/{}/auto_rename",
+        thread["id"].as_str().unwrap()
+    );
+
+    let named: Value = client
+        .post(&rename)
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(named["title"], "GPU bill review");
+    let seen = model.seen();
+    assert_eq!(seen[0].body["model"], "test-model");
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(seen[0].turn("user"), message);
+
+    let failed = client
+        .post(&rename)
+        .bearer_auth(&tok)
+        .header("x-request-id", "rename-with-a-broken-model")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status().as_u16(), 200);
+    let failed: Value = failed.json().await.unwrap();
+    assert_eq!(failed["title"], message, "the derived title");
+    let warning = served.wait_for("using the derived title");
+    let warning: Value = serde_json::from_str(&warning).unwrap();
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["request_id"], "rename-with-a-broken-model");
+    assert!(
+        warning["error"].as_str().unwrap().contains("500"),
+        "{warning}"
+    );
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "weft_title_generations_total{outcome=\"ok\"} 1",
+        "weft_title_generations_total{outcome=\"error\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let log = served.terminate().join("\n");
+    assert!(
+        !log.contains(KEY),
+        "the API key leaked into the log:\n{log}"
     );
 }

@@ -56,13 +56,10 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 /// Like [`spawn_app`], letting the test adjust the settings first.
+/// The title generator is the one the settings select (derived titles
+/// unless `settings.titles` names a model).
 pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_app_full(
-        db,
-        adjust,
-        std::sync::Arc::new(weft_app::system::DerivedTitles),
-    )
-    .await
+    spawn(db, adjust, None).await
 }
 
 /// Like [`spawn_app_with`], with a chosen title generator.
@@ -70,6 +67,14 @@ pub async fn spawn_app_full(
     db: Db,
     adjust: impl FnOnce(&mut Settings),
     titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
+) -> TestApp {
+    spawn(db, adjust, Some(titles)).await
+}
+
+async fn spawn(
+    db: Db,
+    adjust: impl FnOnce(&mut Settings),
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -95,6 +100,7 @@ pub async fn spawn_app_full(
         bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
+        titles: None,
     };
     adjust(&mut settings);
     let (base, metrics, tx, server) = start(settings.clone(), titles).await;
@@ -127,11 +133,13 @@ type Running = (
 
 async fn start(
     settings: Settings,
-    titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> Running {
-    let app = Application::build_with_titles(settings, titles)
-        .await
-        .expect("server builds");
+    let app = match titles {
+        Some(titles) => Application::build_with_titles(settings, titles).await,
+        None => Application::build(settings).await,
+    }
+    .expect("server builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.metrics().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -389,11 +397,7 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database and secret.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (base, metrics, tx, server) = start(
-            self.settings.clone(),
-            std::sync::Arc::new(weft_app::system::DerivedTitles),
-        )
-        .await;
+        let (base, metrics, tx, server) = start(self.settings.clone(), None).await;
         self.base = base;
         self.metrics = metrics;
         self.shutdown = Some(tx);
