@@ -204,6 +204,7 @@ impl TxObserver for Metrics {
 pub fn route_template(path: &str) -> &'static str {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segs.as_slice() {
+        [] => "/",
         ["v1", "threads"] => "/v1/threads",
         ["v1", "threads", _] => "/v1/threads/{thread_id}",
         ["v1", "threads", _, "auto_rename"] => "/v1/threads/{thread_id}/auto_rename",
@@ -231,6 +232,7 @@ mod tests {
         assert_eq!(route_template("/v1/threads"), "/v1/threads");
         assert_eq!(route_template("/v1/threads/"), "/v1/threads");
         assert_eq!(route_template("/wp-admin/x.php"), "unmatched");
+        assert_eq!(route_template("/"), "/");
     }
 
     #[test]
