@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use weft_adapters_titles::{ApiKey, ModelConfig, Url};
 use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
 
+use crate::invocation::Invocation;
+
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version)]
@@ -41,8 +43,9 @@ pub struct DatabaseArgs {
     /// `sqlite:///abs/path.db`, or `postgres://user:pass@host/db`.
     #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
     pub database_url: String,
-    /// Most database connections this process opens.
-    #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16)]
+    /// Most database connections this process opens (at least 1).
+    #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_max: u32,
     /// Per-statement timeout in milliseconds (PostgreSQL).
     #[arg(long, env = "WEFT_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
@@ -270,17 +273,37 @@ pub enum DatabaseUrl {
 
 /// The database URL is not one Weft understands.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "WEFT_DATABASE_URL must start with sqlite:// or postgres:// (got a URL starting with '{0}')"
-)]
-pub struct BadDatabaseUrl(String);
+pub enum BadDatabaseUrl {
+    /// Neither SQLite nor PostgreSQL.
+    #[error(
+        "WEFT_DATABASE_URL must start with sqlite:// or postgres:// (got a URL starting with '{0}')"
+    )]
+    Scheme(String),
+    /// An SQLite URL without a file.
+    #[error("WEFT_DATABASE_URL '{0}' names no database file: use sqlite://weft.db (relative to the working directory) or sqlite:///absolute/path/weft.db")]
+    NoPath(String),
+    /// `~user/…`: only the caller's own home is expanded.
+    #[error("WEFT_DATABASE_URL '{0}': only a leading '~/' (your home directory) is expanded; write the path out instead")]
+    OtherHome(String),
+    /// `~/…` with no `HOME` to expand it to.
+    #[error("WEFT_DATABASE_URL '{0}' starts with ~/ but HOME is not set: write the absolute path instead")]
+    NoHome(String),
+}
 
 impl DatabaseUrl {
-    /// Parses `sqlite://…` or `postgres://…`/`postgresql://…`.
+    /// Parses `sqlite://…` or `postgres://…`/`postgresql://…`. A leading
+    /// `~/` in an SQLite path is expanded to `$HOME` (a shell does not
+    /// expand it inside a URL, and a directory literally named `~` is
+    /// never what was meant).
     ///
     /// # Errors
-    /// [`BadDatabaseUrl`] for any other scheme or an empty SQLite path.
+    /// [`BadDatabaseUrl`] for any other scheme, an empty SQLite path, or a
+    /// `~` that cannot be expanded.
     pub fn parse(url: &str) -> Result<Self, BadDatabaseUrl> {
+        Self::parse_with_home(url, std::env::var_os("HOME").map(PathBuf::from))
+    }
+
+    fn parse_with_home(url: &str, home: Option<PathBuf>) -> Result<Self, BadDatabaseUrl> {
         let scheme_of = || {
             url.split("://")
                 .next()
@@ -293,13 +316,32 @@ impl DatabaseUrl {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            let path = rest.split('?').next().unwrap_or("");
+            let (path, query) = match rest.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (rest, None),
+            };
             if path.is_empty() {
-                return Err(BadDatabaseUrl(scheme_of()));
+                return Err(BadDatabaseUrl::NoPath(url.to_owned()));
             }
+            if !path.starts_with('~') {
+                return Ok(Self::Sqlite {
+                    url: url.to_owned(),
+                    path: PathBuf::from(path),
+                });
+            }
+            let below_home = match path.strip_prefix("~/") {
+                Some(below) if !below.is_empty() => below,
+                Some(_) => return Err(BadDatabaseUrl::NoPath(url.to_owned())),
+                None => return Err(BadDatabaseUrl::OtherHome(url.to_owned())),
+            };
+            let home = home
+                .filter(|h| h.is_absolute())
+                .ok_or_else(|| BadDatabaseUrl::NoHome(url.to_owned()))?;
+            let path = home.join(below_home);
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
             return Ok(Self::Sqlite {
-                url: url.to_owned(),
-                path: PathBuf::from(path),
+                url: format!("sqlite://{}{query}", path.display()),
+                path,
             });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -307,13 +349,23 @@ impl DatabaseUrl {
                 url: url.to_owned(),
             });
         }
-        Err(BadDatabaseUrl(scheme_of()))
+        Err(BadDatabaseUrl::Scheme(scheme_of()))
+    }
+
+    /// The SQLite file as an absolute path (relative paths are relative to
+    /// the working directory), for messages a user can act on.
+    pub fn absolute_sqlite_path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite { path, .. } => Some(absolute(path)),
+            Self::Postgres { .. } => None,
+        }
     }
 
     /// The kind and location, safe to log: a PostgreSQL password is masked.
+    /// SQLite paths are shown absolute.
     pub fn describe(&self) -> String {
         match self {
-            Self::Sqlite { path, .. } => format!("SQLite at {}", path.display()),
+            Self::Sqlite { path, .. } => format!("SQLite at {}", absolute(path).display()),
             Self::Postgres { url } => format!("PostgreSQL at {}", mask_password(url)),
         }
     }
@@ -340,6 +392,17 @@ impl DatabaseUrl {
             Self::Postgres { .. } => PathBuf::from("weft.jwt-secret"),
         }
     }
+}
+
+/// `path` joined to the working directory when relative (not resolved:
+/// the file may not exist yet).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -391,6 +454,21 @@ pub enum SecretError {
     /// The OS random source failed.
     #[error("no secure random source: {0}")]
     Random(String),
+    /// `weft token` found no secret to sign with (only `serve` creates one).
+    #[error(
+        "no JWT secret at {} (the secret of {database}). `weft token` never creates one: \
+         start the server first ({start}), or give this command the server's \
+         WEFT_DATABASE_URL, WEFT_JWT_SECRET_FILE or WEFT_JWT_SECRET",
+        path.display()
+    )]
+    Missing {
+        /// Where it looked (absolute).
+        path: PathBuf,
+        /// The database whose default secret file that is, password masked.
+        database: String,
+        /// The command that starts the server here.
+        start: String,
+    },
 }
 
 /// Where the secret came from (for the start-up log; never the secret).
@@ -405,7 +483,8 @@ pub enum SecretSource {
 }
 
 /// The configured secret, or the one kept in the secret file, generating
-/// and storing it (mode 0600) on first use.
+/// and storing it (mode 0600) on first use. Only `weft serve` calls this:
+/// `weft token` uses [`find_secret`], which never creates one.
 ///
 /// # Errors
 /// [`SecretError`] when the secret is too short or the file cannot be used.
@@ -419,11 +498,42 @@ pub fn resolve_secret(
             SecretSource::Configured,
         ));
     }
-    let path = args
-        .jwt_secret_file
+    load_or_create_secret(&secret_file(args, db))
+}
+
+fn secret_file(args: &SecretArgs, db: &DatabaseUrl) -> PathBuf {
+    args.jwt_secret_file
         .clone()
-        .unwrap_or_else(|| db.default_secret_file());
-    load_or_create_secret(&path)
+        .unwrap_or_else(|| db.default_secret_file())
+}
+
+/// The configured secret, or the one an earlier `weft serve` stored: what
+/// `weft token` signs with. Never creates a secret (API.md: "`weft token`
+/// never creates a secret: only `serve` does"), so a token it prints is
+/// one the server accepts.
+///
+/// # Errors
+/// [`SecretError::Missing`] naming where it looked and what to set (with
+/// `start`, the command that starts the server here); [`SecretError`] when
+/// the secret is too short or the file cannot be read.
+pub fn find_secret(
+    args: &SecretArgs,
+    db: &DatabaseUrl,
+    start: &str,
+) -> Result<JwtSecret, SecretError> {
+    if let Some(s) = &args.jwt_secret {
+        return Ok(JwtSecret::new(s.as_bytes().to_vec())?);
+    }
+    let path = secret_file(args, db);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(JwtSecret::new(text.trim().as_bytes().to_vec())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretError::Missing {
+            path: absolute(&path),
+            database: db.describe(),
+            start: start.to_owned(),
+        }),
+        Err(source) => Err(SecretError::Io { path, source }),
+    }
 }
 
 fn load_or_create_secret(path: &Path) -> Result<(JwtSecret, SecretSource), SecretError> {
@@ -564,9 +674,10 @@ mod tests {
     fn the_token_hint_names_the_database_without_its_password() {
         let cli =
             Cli::try_parse_from(["weft", "--database-url", "postgres://u:hunter2@h/db"]).unwrap();
+        let weft = Invocation::Binary("weft".to_owned());
         let hint = cli
             .serve
-            .token_command(&SecretSource::File(PathBuf::from("weft.jwt-secret")));
+            .token_command(&SecretSource::File(PathBuf::from("weft.jwt-secret")), &weft);
         assert_eq!(
             hint,
             "WEFT_DATABASE_URL='postgres://u:***@h/db' weft token --user <USER_ID>"
@@ -574,8 +685,15 @@ mod tests {
         let cli = Cli::try_parse_from(["weft"]).unwrap();
         assert_eq!(
             cli.serve
-                .token_command(&SecretSource::Generated(PathBuf::from("x"))),
+                .token_command(&SecretSource::Generated(PathBuf::from("x")), &weft),
             "weft token --user <USER_ID>"
+        );
+        assert_eq!(
+            cli.serve.token_command(
+                &SecretSource::Generated(PathBuf::from("x")),
+                &Invocation::Cargo { release: false }
+            ),
+            "cargo run --bin weft -- token --user <USER_ID>"
         );
     }
 
@@ -723,9 +841,10 @@ impl ServeArgs {
     }
 
     /// The exact `weft token` command that finds the secret this server
-    /// uses, safe to log (a PostgreSQL password is masked: `weft token`
-    /// needs the URL only to locate the secret file).
-    pub fn token_command(&self, source: &SecretSource) -> String {
+    /// uses, run the way this server was (`cargo run --bin weft -- token …`
+    /// after `cargo run`), safe to log (a PostgreSQL password is masked:
+    /// `weft token` needs the URL only to locate the secret file).
+    pub fn token_command(&self, source: &SecretSource, program: &Invocation) -> String {
         let mut parts = Vec::new();
         if matches!(source, SecretSource::Configured) {
             parts.push("WEFT_JWT_SECRET=<the same secret>".to_owned());
@@ -740,7 +859,7 @@ impl ServeArgs {
                 parts.push(format!("WEFT_JWT_SECRET_FILE='{}'", file.display()));
             }
         }
-        parts.push("weft token --user <USER_ID>".to_owned());
+        parts.push(program.command("token --user <USER_ID>"));
         parts.join(" ")
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! Layout:
 //! - [`config`]: the `weft` command line / `WEFT_*` settings, the JWT secret file.
+//! - [`invocation`]: how this binary was started (`cargo run` or a path),
+//!   so hints print a command that works.
 //! - [`store`]: the storage adapter choice — the only module naming one.
 //! - [`startup`]: [`Application`]: open and migrate the database, wire the
 //!   app and the HTTP routes, bind, serve, shut down gracefully.
@@ -17,6 +19,7 @@
 //! It holds no business rule and no SQL: it configures and wires.
 
 pub mod config;
+pub mod invocation;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

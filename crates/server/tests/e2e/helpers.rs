@@ -38,15 +38,17 @@ pub struct TestApp {
     pub metrics: Metrics,
     settings: Settings,
     _dir: tempfile::TempDir,
+    /// Dropped with the app when the test passed (kept when it failed).
+    _database: Option<weft_testkit::TestDatabase>,
 }
 
 fn init_logs() {
     // Logs only when asked for: `TEST_LOG=debug cargo test …`.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = weft_server::telemetry::init(weft_server::telemetry::subscriber(
-            &filter,
-            weft_server::config::LogFormat::Text,
-        ));
+        let subscriber =
+            weft_server::telemetry::subscriber(&filter, weft_server::config::LogFormat::Text)
+                .expect("TEST_LOG is a tracing filter");
+        let _ = weft_server::telemetry::init(subscriber);
     }
 }
 
@@ -78,16 +80,18 @@ async fn spawn(
 ) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (url, pg_url) = match db {
+    let (url, pg_url, database) = match db {
         Db::Sqlite => (
             format!("sqlite://{}", dir.path().join("weft.db").display()),
             None,
+            None,
         ),
         Db::Postgres => {
-            let url = weft_testkit::PgHarness::fresh_database_url()
+            let database = weft_testkit::PgHarness::fresh_database()
                 .await
                 .expect("a fresh PostgreSQL database from the test harness");
-            (url.clone(), Some(url))
+            let url = database.url().to_owned();
+            (url.clone(), Some(url), Some(database))
         }
     };
     let secret_bytes: Vec<u8> = (0..48).map(|_| fastrand::u8(..)).collect();
@@ -121,6 +125,7 @@ async fn spawn(
         metrics,
         settings,
         _dir: dir,
+        _database: database,
     }
 }
 

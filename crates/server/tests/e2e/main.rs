@@ -19,5 +19,6 @@ mod isolation;
 mod objects;
 mod ops;
 mod paging;
+mod readme;
 mod titles;
 mod validation;

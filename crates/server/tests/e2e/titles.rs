@@ -152,13 +152,14 @@ async fn open_transactions(url: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_transaction_check_sees_a_transaction_held_open() {
     use sqlx::{Connection, Executor};
-    let url = weft_testkit::PgHarness::fresh_database_url().await.unwrap();
-    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    let database = weft_testkit::PgHarness::fresh_database().await.unwrap();
+    let url = database.url();
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
     holder.execute("BEGIN").await.unwrap();
     holder.execute("SELECT 1").await.unwrap();
-    assert_eq!(open_transactions(&url).await, 1);
+    assert_eq!(open_transactions(url).await, 1);
     holder.execute("ROLLBACK").await.unwrap();
-    assert_eq!(open_transactions(&url).await, 0);
+    assert_eq!(open_transactions(url).await, 0);
 }
 
 /// Six auto-renames asking the model at once and a manual rename in the
