@@ -38,15 +38,17 @@ pub struct TestApp {
     pub metrics: Metrics,
     settings: Settings,
     _dir: tempfile::TempDir,
+    /// Dropped with the app when the test passed (kept when it failed).
+    _database: Option<weft_testkit::TestDatabase>,
 }
 
 fn init_logs() {
     // Logs only when asked for: `TEST_LOG=debug cargo test …`.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = weft_server::telemetry::init(weft_server::telemetry::subscriber(
-            &filter,
-            weft_server::config::LogFormat::Text,
-        ));
+        let subscriber =
+            weft_server::telemetry::subscriber(&filter, weft_server::config::LogFormat::Text)
+                .expect("TEST_LOG is a tracing filter");
+        let _ = weft_server::telemetry::init(subscriber);
     }
 }
 
@@ -56,13 +58,10 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 /// Like [`spawn_app`], letting the test adjust the settings first.
+/// The title generator is the one the settings select (derived titles
+/// unless `settings.titles` names a model).
 pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_app_full(
-        db,
-        adjust,
-        std::sync::Arc::new(weft_app::system::DerivedTitles),
-    )
-    .await
+    spawn(db, adjust, None).await
 }
 
 /// Like [`spawn_app_with`], with a chosen title generator.
@@ -71,18 +70,28 @@ pub async fn spawn_app_full(
     adjust: impl FnOnce(&mut Settings),
     titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
 ) -> TestApp {
+    spawn(db, adjust, Some(titles)).await
+}
+
+async fn spawn(
+    db: Db,
+    adjust: impl FnOnce(&mut Settings),
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
+) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (url, pg_url) = match db {
+    let (url, pg_url, database) = match db {
         Db::Sqlite => (
             format!("sqlite://{}", dir.path().join("weft.db").display()),
             None,
+            None,
         ),
         Db::Postgres => {
-            let url = weft_testkit::PgHarness::fresh_database_url()
+            let database = weft_testkit::PgHarness::fresh_database()
                 .await
                 .expect("a fresh PostgreSQL database from the test harness");
-            (url.clone(), Some(url))
+            let url = database.url().to_owned();
+            (url.clone(), Some(url), Some(database))
         }
     };
     let secret_bytes: Vec<u8> = (0..48).map(|_| fastrand::u8(..)).collect();
@@ -96,6 +105,7 @@ pub async fn spawn_app_full(
         shutdown_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
         body: weft_http::body::BodyConfig::default(),
+        titles: None,
     };
     adjust(&mut settings);
     let (base, metrics, tx, server) = start(settings.clone(), titles).await;
@@ -116,6 +126,7 @@ pub async fn spawn_app_full(
         metrics,
         settings,
         _dir: dir,
+        _database: database,
     }
 }
 
@@ -128,11 +139,13 @@ type Running = (
 
 async fn start(
     settings: Settings,
-    titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> Running {
-    let app = Application::build_with_titles(settings, titles)
-        .await
-        .expect("server builds");
+    let app = match titles {
+        Some(titles) => Application::build_with_titles(settings, titles).await,
+        None => Application::build(settings).await,
+    }
+    .expect("server builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.metrics().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -390,11 +403,7 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database and secret.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (base, metrics, tx, server) = start(
-            self.settings.clone(),
-            std::sync::Arc::new(weft_app::system::DerivedTitles),
-        )
-        .await;
+        let (base, metrics, tx, server) = start(self.settings.clone(), None).await;
         self.base = base;
         self.metrics = metrics;
         self.shutdown = Some(tx);

@@ -4,6 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod helpers;
+// The scripted OpenAI-compatible model server, shared with the title
+// adapter's own tests.
+#[path = "../../../adapters-titles/tests/support/model_server.rs"]
+mod model_server;
 
 mod auth;
 mod binary;
@@ -17,4 +21,6 @@ mod isolation;
 mod objects;
 mod ops;
 mod paging;
+mod readme;
+mod titles;
 mod validation;
