@@ -185,7 +185,7 @@ fn clamp(n: u64) -> i64 {
 impl TxObserver for Metrics {
     fn observe(&self, mode: Mode, outcome: TxOutcome) {
         let mode = match mode {
-            Mode::ReadOnly => "read_only",
+            Mode::ReadOnly | Mode::SingleRead => "read_only",
             Mode::ReadWrite => "read_write",
         };
         let outcome = match outcome {
