@@ -16,7 +16,7 @@ use weft_domain::RequestId;
 
 use crate::body::{read_limited, BodyError};
 use crate::error::ApiError;
-use crate::metrics::{route_template, Metrics};
+use crate::metrics::{method_label, route_template, Metrics};
 
 /// The request-id header, on every request and response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -103,6 +103,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .and_then(|v| RequestId::parse(v).ok())
             .unwrap_or_else(|| RequestId::from_uuid(Uuid::now_v7()));
         let method = req.method().as_str().to_owned();
+        // Bounded: logs and metrics carry the label, never the raw method.
+        let method_label = method_label(&method);
         let path = req.uri().path().to_owned();
         let route = route_template(&path);
         // ERROR level on purpose: a span is only recorded when its level passes
@@ -112,7 +114,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             "request",
             request_id = %request_id,
             user_id = tracing::field::Empty,
-            method = %method,
+            method = method_label,
             route = route,
         );
         let guard = CancelGuard {
@@ -158,7 +160,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let elapsed = started.elapsed();
         self.edge
             .metrics
-            .observe_request(route, &method, status, elapsed.as_secs_f64());
+            .observe_request(route, method_label, status, elapsed.as_secs_f64());
         span.in_scope(|| {
             tracing::info!(
                 status,
