@@ -6,7 +6,10 @@
 //! Layout:
 //! - [`routes`]: [`routes::routes`] assembles the whole HTTP surface from an
 //!   [`routes::HttpConfig`].
-//! - [`auth`]: HS256 bearer tokens; the poem-openapi security scheme.
+//! - [`auth`]: bearer tokens (HS256 with the secret; RS256/ES256/EdDSA by an
+//!   identity provider's key); the claims rules; the poem-openapi security scheme.
+//! - [`jwks`]: the identity provider's JWK Set, chosen by `kid`, refreshed
+//!   through the [`jwks::JwksSource`] port (fetching is the composition root's).
 //! - [`middleware`]: the edge every request passes — request id, span, body
 //!   limit, error envelope, metrics, cancellation count.
 //! - [`body`]: the body limit, the JSON request extractor, pre-rendered responses.
@@ -31,6 +34,7 @@ pub mod auth;
 pub mod body;
 pub mod dto;
 pub mod error;
+pub mod jwks;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;

@@ -7,13 +7,20 @@
 //! - [`store`]: the adapter choice — the only module naming an adapter.
 //! - [`startup`]: [`Application`]: open and migrate the database, wire the
 //!   app and the HTTP routes, bind, serve, shut down gracefully.
-//! - [`telemetry`]: the tracing subscriber builder.
+//! - [`telemetry`]: the tracing subscriber builder; no raw control
+//!   character of a request reaches a log field.
+//! - [`serve`]: the HTTP server: accept loop and connections served with
+//!   hyper under API.md's connection bounds (poem's `Server` lacks them).
+//! - [`jwks`]: where the identity provider's JWK Set is read from (URL or
+//!   file), and its scheduled refresh.
 //!
 //! Architecture invariant: the only crate that knows both the inbound HTTP
 //! adapter (`weft-http`) and the storage adapters; nothing depends on it.
 //! It holds no business rule and no SQL: it configures and wires.
 
 pub mod config;
+pub mod jwks;
+pub mod serve;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

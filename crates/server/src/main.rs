@@ -27,6 +27,13 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(telemetry::subscriber(&args.log, args.log_format))
         .context("installing the log subscriber")?;
+    if let Some((before, after)) = weft_server::serve::raise_open_file_limit() {
+        tracing::info!(
+            before,
+            after,
+            "raised the open-file limit to the hard limit"
+        );
+    }
     let (settings, source) = args.settings()?;
     match &source {
         SecretSource::Configured => tracing::info!("JWT secret taken from WEFT_JWT_SECRET"),
@@ -59,7 +66,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let (secret, _) =
         resolve_secret(&args.secret, &database).context("obtaining the JWT secret")?;
     let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
-    let token = TokenKeys::new(&secret).mint(&user, args.ttl)?;
+    let token = TokenKeys::configured(&secret, args.claims.rules(), None).mint(&user, args.ttl)?;
     // The one place Weft prints to stdout: the token is the command's output.
     #[allow(clippy::print_stdout)]
     {

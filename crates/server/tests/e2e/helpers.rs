@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use weft_domain::UserId;
 use weft_http::auth::{JwtSecret, TokenKeys};
 use weft_http::metrics::Metrics;
-use weft_server::config::{DatabaseUrl, Settings};
+use weft_server::config::{DatabaseUrl, Settings, TokenSettings};
+use weft_server::serve::ConnectionLimits;
 use weft_server::Application;
 
 /// Which adapter a test runs against.
@@ -95,6 +96,8 @@ pub async fn spawn_app_full(
         bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
+        tokens: TokenSettings::default(),
+        connections: ConnectionLimits::default(),
     };
     adjust(&mut settings);
     let (base, metrics, tx, server) = start(settings.clone(), titles).await;

@@ -4,15 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod helpers;
+mod proc;
 
 mod auth;
 mod binary;
 mod cancellation;
 mod concurrency;
+mod edge;
 mod errors;
 mod idempotency;
 mod isolation;
 mod objects;
 mod ops;
 mod paging;
+mod tokens;
 mod validation;
