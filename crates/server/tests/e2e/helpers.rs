@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use weft_domain::UserId;
 use weft_http::auth::{JwtSecret, TokenKeys};
 use weft_http::metrics::Metrics;
-use weft_server::config::{DatabaseUrl, Settings};
+use weft_server::config::{DatabaseUrl, Settings, TokenSettings};
+use weft_server::serve::ConnectionLimits;
 use weft_server::Application;
 
 /// Which adapter a test runs against.
@@ -106,6 +107,8 @@ async fn spawn(
         request_timeout: Duration::from_secs(30),
         body: weft_http::body::BodyConfig::default(),
         titles: None,
+        tokens: TokenSettings::default(),
+        connections: ConnectionLimits::default(),
     };
     adjust(&mut settings);
     let (base, metrics, tx, server) = start(settings.clone(), titles).await;

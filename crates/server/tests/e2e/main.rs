@@ -8,12 +8,14 @@ mod helpers;
 // adapter's own tests.
 #[path = "../../../adapters-titles/tests/support/model_server.rs"]
 mod model_server;
+mod proc;
 
 mod auth;
 mod binary;
 mod bodies;
 mod cancellation;
 mod concurrency;
+mod edge;
 mod errors;
 mod headers;
 mod idempotency;
@@ -23,4 +25,5 @@ mod ops;
 mod paging;
 mod readme;
 mod titles;
+mod tokens;
 mod validation;
