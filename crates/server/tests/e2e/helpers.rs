@@ -91,6 +91,7 @@ pub async fn spawn_app_full(
         database: DatabaseUrl::parse(&url).expect("test database url"),
         pool_max: 16,
         statement_timeout: Duration::from_secs(5),
+        pg_statement_cache: true,
         secret: secret.clone(),
         bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
