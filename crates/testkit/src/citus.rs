@@ -161,8 +161,8 @@ impl CitusHarness {
     /// `value`, in `db`.
     ///
     /// # Errors
-    /// [`HarnessError::Database`] when the table is not distributed or the
-    /// coordinator does not answer.
+    /// [`HarnessError::NotDistributed`] when the table is not distributed;
+    /// [`HarnessError::Database`] when the coordinator does not answer.
     pub async fn worker_holding(
         &self,
         db: &TestDatabase,
@@ -170,6 +170,15 @@ impl CitusHarness {
         value: &str,
     ) -> Result<usize, HarnessError> {
         let mut conn = PgConnection::connect(db.url()).await?;
+        let distributed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass($1))",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await?;
+        if !distributed {
+            return Err(HarnessError::NotDistributed(table.to_owned()));
+        }
         let port: i32 = sqlx::query_scalar(
             "SELECT nodeport FROM citus_shards \
              WHERE shardid = get_shard_id_for_distribution_column($1::regclass, $2)",

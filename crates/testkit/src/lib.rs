@@ -72,6 +72,9 @@ pub enum HarnessError {
     /// A call that only a dedicated (test-owned) server allows.
     #[error("{0} is only allowed on a dedicated server (other tests share this one)")]
     NotDedicated(&'static str),
+    /// A table asked about is not a distributed (Citus) table.
+    #[error("table {0} is not distributed (no row in pg_dist_partition)")]
+    NotDistributed(String),
     /// A file-system step failed.
     #[error("{what}: {source}")]
     Io {
