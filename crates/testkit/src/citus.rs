@@ -40,7 +40,7 @@ const INSTALL_HINT: &str =
     "no PostgreSQL under /usr/lib/postgresql (or on PATH) has citus.so in its \
      library directory. Install Citus's own packages for your PostgreSQL \
      (https://docs.citusdata.com/en/stable/installation/single_node.html, e.g. \
-     postgresql-15-citus-13.2 from https://packagecloud.io/citusdata/community), \
+     postgresql-15-citus-13.0 from https://packagecloud.io/citusdata/community), \
      or build it from source: sudo ../shared/citus/install.sh";
 
 /// A Citus cluster for tests: the shared one ([`CitusHarness::shared`]) or
