@@ -82,9 +82,10 @@ async fn killing_one_of_two_instances_under_load_loses_no_acknowledged_write(top
     let unexpected = ledger.unexpected();
     assert!(
         unexpected.is_empty(),
-        "only 200 or 503 ({}); first: {:?}",
+        "only 200 or 503 ({}); first: {:?}; the survivor logged:\n{}",
         ledger.summary(),
-        unexpected.first()
+        unexpected.first(),
+        b.problems(10)
     );
     let survivor_failures: Vec<_> = ledger
         .ops
@@ -252,9 +253,10 @@ mod stopping_a_citus_worker_fails_only_its_users_and_all_recover {
         let unexpected = ledger.unexpected();
         assert!(
             unexpected.is_empty(),
-            "only 200 or 503 ({}); first: {:?}",
+            "only 200 or 503 ({}); first: {:?}; weft logged:\n{}",
             ledger.summary(),
-            unexpected.first()
+            unexpected.first(),
+            weft.problems(10)
         );
         let during = |op: &&crate::load::Op| op.started >= down_at && op.started + op.took <= up_at;
         for op in ledger.ops.iter().filter(during) {

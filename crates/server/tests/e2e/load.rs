@@ -107,11 +107,21 @@ impl WeftProcess {
         let _ = self.child.wait();
     }
 
-    /// The last `n` lines it logged.
-    #[allow(dead_code)]
-    pub fn log_tail(&self, n: usize) -> String {
+    /// The last `n` lines it logged at WARN or ERROR, except the expected
+    /// "answering 503" ones, for a failure message (what the server saw
+    /// behind a 500).
+    pub fn problems(&self, n: usize) -> String {
         let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        log[log.len().saturating_sub(n)..].join("\n")
+        let bad: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+            .filter(|l| !l.contains("answering 503"))
+            .collect();
+        bad[bad.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
