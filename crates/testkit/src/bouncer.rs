@@ -102,11 +102,13 @@ impl BouncerHarness {
         let pg = PgHarness::shared().await?;
         let exe = find_pgbouncer()?;
         let dir = tempfile::Builder::new()
-            .prefix("weft-test-pgbouncer-")
+            .prefix(DEDICATED_PREFIX)
             .tempdir()
             .map_err(io("creating a directory for PgBouncer"))?;
         let path = dir.path().to_owned();
         let bouncer = tokio::task::spawn_blocking(move || -> Result<Bouncer, HarnessError> {
+            stop_orphans(&exe);
+            process::write_owner(&path)?;
             let b = Bouncer::new(exe, path, process::free_port()?)?;
             b.write_config(pg)?;
             b.start()?;
@@ -221,6 +223,21 @@ impl Drop for BouncerHarness {
         if self.owned.is_some() {
             let _ = self.bouncer.stop();
         }
+    }
+}
+
+/// Directory prefix of dedicated instances (the shared one is
+/// `weft-test-pgbouncer-<uid>`).
+const DEDICATED_PREFIX: &str = "weft-test-dedicated-pgbouncer-";
+
+/// Stops the dedicated PgBouncers of test processes that died without
+/// stopping them, and removes their directories. Best effort.
+fn stop_orphans(exe: &std::path::Path) {
+    for dir in process::orphaned_dirs(DEDICATED_PREFIX) {
+        if let Ok(b) = Bouncer::new(exe.to_owned(), dir.clone(), 0) {
+            let _ = b.stop();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

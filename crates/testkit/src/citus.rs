@@ -33,6 +33,10 @@ use crate::{io, HarnessError, TestDatabase};
 /// The template every test database is copied from, on every node.
 const TEMPLATE: &str = "weft_citus_template";
 
+/// Directory prefix of dedicated clusters (the shared one is
+/// `weft-test-citus-<uid>`).
+const DEDICATED_PREFIX: &str = "weft-test-dedicated-citus-";
+
 /// Workers per cluster.
 const WORKERS: usize = 2;
 
@@ -87,11 +91,16 @@ impl CitusHarness {
     /// As [`CitusHarness::shared`].
     pub async fn dedicated() -> Result<CitusHarness, HarnessError> {
         let dir = tempfile::Builder::new()
-            .prefix("weft-test-citus-")
+            .prefix(DEDICATED_PREFIX)
             .tempdir()
             .map_err(io("creating a directory for a Citus cluster"))?;
         let path = dir.path().to_owned();
-        let cluster = tokio::task::spawn_blocking(move || Cluster::create(&path)).await??;
+        let cluster = tokio::task::spawn_blocking(move || {
+            Cluster::stop_orphans();
+            process::write_owner(&path)?;
+            Cluster::create(&path)
+        })
+        .await??;
         Ok(CitusHarness {
             cluster,
             owned: Some(dir),
@@ -341,6 +350,21 @@ impl Cluster {
             ports: Vec::new(),
             runner,
         })
+    }
+
+    /// Stops the dedicated clusters of test processes that died without
+    /// stopping them, and removes their directories. Best effort.
+    fn stop_orphans() {
+        for dir in process::orphaned_dirs(DEDICATED_PREFIX) {
+            if let Ok(cluster) = Self::layout(&dir) {
+                for node in &cluster.nodes {
+                    if node.running_port().is_some() {
+                        let _ = node.stop(&cluster.runner, "immediate");
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// The shared cluster: reuse it when it was set up completely and every

@@ -14,7 +14,8 @@
 //! server that stopped answering) is cleaned up and started afresh. PgBouncer
 //! and Citus also come `dedicated()`: private to one test, stopped when
 //! dropped, for fault tests that stop and restart them without disturbing
-//! the other tests.
+//! the other tests (one orphaned by a killed test process is stopped by the
+//! next `dedicated()` call).
 //!
 //! Where the PostgreSQL server comes from:
 //! - `WEFT_TEST_DATABASE_URL` set: that server; each test gets a new

@@ -362,3 +362,32 @@ impl DataDir {
             .map(|_| ())
     }
 }
+
+/// Marks `dir` as owned by this process (a dedicated server's directory),
+/// so that a later run can tell it was orphaned if this process dies
+/// without stopping the server (see [`orphaned_dirs`]).
+pub(crate) fn write_owner(dir: &Path) -> Result<(), HarnessError> {
+    let path = dir.join("owner.pid");
+    std::fs::write(&path, std::process::id().to_string())
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+/// Directories in the temp dir named `<prefix>…` whose owning process
+/// (`owner.pid`) is gone: dedicated servers of a test process that was
+/// killed before it could stop them.
+pub(crate) fn orphaned_dirs(prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .filter(|dir| {
+            std::fs::read_to_string(dir.join("owner.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect()
+}
