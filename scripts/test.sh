@@ -65,6 +65,24 @@ if ! have_citus; then
   citus_skipped=1
 fi
 
+# Said at the very end, whether the tests passed or not.
+citus_note() {
+  [ -n "$citus_skipped" ] || return 0
+  cat >&2 <<'MSG'
+
+== NOTE: the Citus topology was NOT run (every test named *citus* was skipped).
+   No installed PostgreSQL has the Citus extension (citus.so). To run it,
+   install Citus's own packages for your PostgreSQL major version, e.g. on
+   Debian/Ubuntu with PostgreSQL 15:
+     curl -s https://packagecloud.io/install/repositories/citusdata/community/script.deb.sh | sudo bash
+     sudo apt-get install -y postgresql-15-citus-13.0
+   (see https://docs.citusdata.com/en/stable/installation/single_node.html),
+   or build it from source with ../shared/citus/install.sh. Then run
+   scripts/test.sh again: the test harness starts its own Citus cluster.
+MSG
+}
+trap citus_note EXIT
+
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   if [ -n "$citus_skipped" ]; then
@@ -92,18 +110,3 @@ if ! cmp -s tests/sdk/requirements.txt "$venv/.requirements" 2>/dev/null; then
   cp tests/sdk/requirements.txt "$venv/.requirements"
 fi
 WEFT_BIN="$PWD/target/debug/weft" "$venv/bin/pytest" -q tests/sdk
-
-if [ -n "$citus_skipped" ]; then
-  cat >&2 <<'MSG'
-
-== NOTE: the Citus topology was NOT run (every test named *citus* was skipped).
-   No installed PostgreSQL has the Citus extension (citus.so). To run it,
-   install Citus's own packages for your PostgreSQL major version, e.g. on
-   Debian/Ubuntu with PostgreSQL 15:
-     curl -s https://packagecloud.io/install/repositories/citusdata/community/script.deb.sh | sudo bash
-     sudo apt-get install -y postgresql-15-citus-13.0
-   (see https://docs.citusdata.com/en/stable/installation/single_node.html),
-   or build it from source with ../shared/citus/install.sh. Then run
-   scripts/test.sh again: the test harness starts its own Citus cluster.
-MSG
-fi
