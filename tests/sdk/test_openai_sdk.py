@@ -1,5 +1,7 @@
 """The official OpenAI Python SDK as a real client of a real `weft serve`.
 
+Run by scripts/test.sh; alone: `scripts/test.sh --sdk-only python [pytest args]`.
+
 Each test module run starts the `weft` binary (WEFT_BIN) on a free loopback
 port with a fresh SQLite database in a temp dir, mints tokens with
 `weft token`, and drives the threads/messages API through
@@ -89,10 +91,11 @@ def test_full_conversation_lifecycle_through_the_sdk(weft):
         assert m.content[0].text.value == f"message {i}"
         created.append(m.id)
 
-    # Auto-pagination walks every page with after=last_id.
+    # Auto-pagination walks every page with after=last_id, in both orders.
     listed = [m.id for m in client.beta.threads.messages.list(thread.id, order="asc", limit=7)]
     assert listed[1:] == created
     assert len(listed) == 26
+    assert [m.id for m in client.beta.threads.messages.list(thread.id, order="desc", limit=4)] == listed[::-1]
 
     got = client.beta.threads.messages.retrieve(created[3], thread_id=thread.id)
     assert got.id == created[3]
@@ -141,3 +144,65 @@ def test_invalid_input_is_a_bad_request_error(weft):
         client.beta.threads.messages.create(thread.id, role="system", content="hi")
     with pytest.raises(openai.BadRequestError):
         client.beta.threads.update(thread.id, metadata={f"k{i}": "v" for i in range(17)})
+
+
+def _metric(weft, series: str) -> float:
+    base, _ = weft
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line[len(series) + 1 :])
+    return 0.0
+
+
+def test_image_parts_are_accepted_and_returned_in_openai_form(weft):
+    client = client_for(weft, "sdk-images")
+    thread = client.beta.threads.create()
+    m = client.beta.threads.messages.create(
+        thread.id,
+        role="user",
+        content=[
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            {"type": "image_file", "image_file": {"file_id": "file-abc", "detail": "low"}},
+            {"type": "text", "text": "What is this?"},
+        ],
+    )
+    assert m.content[0].type == "image_url"
+    assert m.content[0].image_url.url == "https://example.com/cat.png"
+    assert m.content[0].image_url.detail == "auto"
+    assert m.content[1].image_file.file_id == "file-abc"
+    assert m.content[1].image_file.detail == "low"
+    assert m.content[2].text.value == "What is this?"
+
+
+def test_a_reused_idempotency_key_is_a_conflict_the_sdk_does_not_retry(weft):
+    base, token = weft
+    client = openai.OpenAI(api_key=token("sdk-idem"), base_url=f"{base}/v1", max_retries=2)
+    series = 'weft_http_requests_total{method="POST",route="/v1/threads",status="409"}'
+    key = {"Idempotency-Key": "py-reused-key"}
+    first = client.beta.threads.create(metadata={"n": "1"}, extra_headers=key)
+    assert client.beta.threads.create(metadata={"n": "1"}, extra_headers=key).id == first.id
+    before = _metric(weft, series)
+    with pytest.raises(openai.ConflictError):
+        client.beta.threads.create(metadata={"n": "2"}, extra_headers=key)
+    assert _metric(weft, series) == before + 1, "sent once: x-should-retry: false was obeyed"
+
+
+# Issue 9 item 2: paging on from a `before` list sends `after` and `before`
+# together. Alone: scripts/test.sh --sdk-only python -k window
+def test_window_auto_paginating_a_before_list_sends_after_and_before_together(weft):
+    client = client_for(weft, "sdk-window")
+    thread = client.beta.threads.create()
+    ids = [client.beta.threads.messages.create(thread.id, role="user", content=f"w{i}").id for i in range(10)]
+    # The 3 nearest before ids[8]; page 2 (after=ids[7], before=ids[8]) is empty.
+    first = client.beta.threads.messages.list(thread.id, before=ids[8], limit=3, order="asc")
+    assert [m.id for m in first.data] == ids[5:8]
+    assert first.has_next_page(), "the SDK asks for a second page"
+    assert [m.id for m in client.beta.threads.messages.list(thread.id, before=ids[8], limit=3, order="asc")] == ids[5:8]
+    desc = client.beta.threads.messages.list(thread.id, before=ids[2], limit=3, order="desc")
+    assert [m.id for m in desc] == [ids[5], ids[4], ids[3]]
+    # An explicit window, paged over several pages from its `after` side.
+    between = client.beta.threads.messages.list(thread.id, after=ids[1], before=ids[8], limit=2, order="asc")
+    assert [m.id for m in between] == ids[2:8]
+    between_desc = client.beta.threads.messages.list(thread.id, after=ids[8], before=ids[1], limit=2, order="desc")
+    assert [m.id for m in between_desc] == list(reversed(ids[2:8]))

@@ -84,18 +84,14 @@ async fn main() {
         message_count: 0,
     };
     let mut uow = f.begin(&c, Mode::ReadWrite).await.expect("begin");
+    uow.lock_thread_sequence().await.unwrap();
     uow.insert_thread(&thread).await.expect("insert thread");
     uow.commit().await.expect("commit");
 
     let create = |f: std::sync::Arc<dyn UnitOfWorkFactory>, tid: ThreadId| async move {
         let mut uow = f.begin(&ctx(), Mode::ReadWrite).await.expect("begin");
-        uow.touch_thread(&tid, 1, Timestamp::from_unix_seconds(2))
-            .await
-            .expect("touch");
         let m = message(&tid);
-        uow.insert_messages(std::slice::from_ref(&m))
-            .await
-            .expect("insert");
+        uow.append_message(&m).await.expect("append");
         uow.commit().await.expect("commit");
     };
     // Warm up both paths (prepared statements, pool filled).
@@ -173,7 +169,7 @@ async fn main() {
         let start = Instant::now();
         for _ in 0..per_round / 4 {
             let mut uow = f.begin(&c, Mode::ReadWrite).await.expect("begin");
-            uow.touch_thread(&thread.id, 0, Timestamp::from_unix_seconds(2))
+            uow.adjust_message_count(&thread.id, 0, Timestamp::from_unix_seconds(2))
                 .await
                 .expect("touch");
             drop(uow);
@@ -187,7 +183,7 @@ async fn main() {
             // One poll sends the statement; the timer then drops it in flight.
             let cut = tokio::time::timeout(
                 Duration::ZERO,
-                uow.touch_thread(&thread.id, 0, Timestamp::from_unix_seconds(2)),
+                uow.adjust_message_count(&thread.id, 0, Timestamp::from_unix_seconds(2)),
             )
             .await;
             drop(cut);

@@ -6,6 +6,9 @@
 //!   bounds every transaction gets, the statement-cache policy.
 //! - [`PgStore`] (`store`): the pool; `connect`, `migrate`, `ready`,
 //!   `pool_stats`, `factory`, `close`.
+//! - `migrate`: the embedded migrations in one transaction under a
+//!   transaction-scoped lock (safe behind PgBouncer), and the Citus
+//!   distribution of the tables by owner.
 //! - `uow`: the unit of work on the shared guard (`weft-adapters-sqlx`),
 //!   PostgreSQL's `BEGIN` with its per-transaction bounds, the factory.
 //! - `repo`: every repository query.
@@ -32,6 +35,7 @@
 
 mod config;
 mod error;
+mod migrate;
 mod repo;
 mod rows;
 mod store;

@@ -73,17 +73,17 @@ impl PgStore {
         })
     }
 
-    /// Applies the embedded migrations not yet applied. Safe to run from
-    /// several instances at once (sqlx takes an advisory lock).
+    /// Applies the embedded migrations not yet applied and, on a database
+    /// with the `citus` extension, distributes the tables by owner (see
+    /// `migrate.rs`). One transaction under a transaction-scoped lock: safe
+    /// from several instances at once, behind a pooler in transaction mode,
+    /// and across restarts.
     ///
     /// # Errors
-    /// [`StoreError::Migrate`] when a migration fails or the applied ones
-    /// differ from the embedded ones.
+    /// [`StoreError::Migrate`] when a migration fails (nothing of the run is
+    /// kept) or the applied ones differ from the embedded ones.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migrate(Box::new(e)))
+        crate::migrate::run(&self.pool, &MIGRATOR).await
     }
 
     /// Succeeds when the database answers and every embedded migration is

@@ -183,29 +183,33 @@ impl ConformanceTarget for PgTarget {
     }
 
     async fn invariant_violations(&self) -> Vec<String> {
-        // Joined on (owner, id): single-shard joins once the tables are
-        // distributed by owner on Citus, plain joins elsewhere.
+        // Counts exact; every message in a thread of its own owner (the
+        // foreign key includes the owner); ids within their sequences
+        // (ports rule 8). Joins are on the owner too, so they stay
+        // colocated on Citus.
         let checks = [
             (
                 "message_count differs from live messages",
-                "SELECT t.id || ': count ' || t.message_count || ' live ' || coalesce(m.n, 0) \
-                 FROM threads t LEFT JOIN ( \
-                     SELECT owner, thread_id, count(*) AS n FROM messages \
-                     WHERE deleted_at IS NULL GROUP BY owner, thread_id \
-                 ) m ON m.owner = t.owner AND m.thread_id = t.id \
-                 WHERE t.deleted_at IS NULL AND t.message_count <> coalesce(m.n, 0)",
+                "SELECT t.id || ': count ' || t.message_count || ' live ' || count(m.id) \
+                 FROM threads t LEFT JOIN messages m \
+                   ON m.owner = t.owner AND m.thread_id = t.id AND m.deleted_at IS NULL \
+                 WHERE t.deleted_at IS NULL GROUP BY t.owner, t.id, t.message_count \
+                 HAVING t.message_count <> count(m.id)",
             ),
             (
-                "live message of an archived thread",
-                "SELECT m.id FROM messages m \
-                 JOIN threads t ON t.owner = m.owner AND t.id = m.thread_id \
-                 WHERE m.deleted_at IS NULL AND t.deleted_at IS NOT NULL",
-            ),
-            (
-                "message without a thread of the same owner",
-                "SELECT m.id FROM messages m \
-                 LEFT JOIN threads t ON t.owner = m.owner AND t.id = m.thread_id \
+                "message without a thread of its owner",
+                "SELECT m.id FROM messages m LEFT JOIN threads t ON t.owner = m.owner AND t.id = m.thread_id \
                  WHERE t.id IS NULL",
+            ),
+            (
+                "thread above its owner's newest thread id",
+                "SELECT t.id FROM threads t LEFT JOIN owners o ON o.owner = t.owner \
+                 WHERE o.newest_thread_id IS NULL OR t.id > o.newest_thread_id",
+            ),
+            (
+                "message above its thread's newest message id",
+                "SELECT m.id FROM messages m JOIN threads t ON t.owner = m.owner AND t.id = m.thread_id \
+                 WHERE m.id > t.newest_message_id",
             ),
         ];
         let mut out = Vec::new();

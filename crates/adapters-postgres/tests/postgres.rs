@@ -61,6 +61,7 @@ async fn seed(store: &PgStore) -> Thread {
         .begin(&ctx("alice"), Mode::ReadWrite)
         .await
         .unwrap();
+    uow.lock_thread_sequence().await.unwrap();
     uow.insert_thread(&t).await.unwrap();
     uow.commit().await.unwrap();
     t
@@ -115,7 +116,7 @@ async fn a_statement_past_the_statement_timeout_is_unavailable() {
         .await
         .unwrap();
     let err = uow
-        .touch_thread(&t.id, 1, Timestamp::from_unix_seconds(2))
+        .adjust_message_count(&t.id, 1, Timestamp::from_unix_seconds(2))
         .await
         .unwrap_err();
     assert!(matches!(err, PortError::Unavailable(_)), "{err:?}");
@@ -179,7 +180,7 @@ async fn the_idle_in_transaction_backstop_ends_a_forgotten_transaction() {
         .begin(&ctx("alice"), Mode::ReadWrite)
         .await
         .unwrap();
-    uow.touch_thread(&t.id, 1, Timestamp::from_unix_seconds(2))
+    uow.adjust_message_count(&t.id, 1, Timestamp::from_unix_seconds(2))
         .await
         .unwrap();
     // Leave it idle; wait (bounded) until the server has ended the session.
@@ -288,8 +289,17 @@ async fn a_commit_after_a_failed_statement_is_refused() {
         .begin(&ctx("alice"), Mode::ReadWrite)
         .await
         .unwrap();
+    // A message id that exists already: a unique violation, which aborts
+    // the transaction server-side.
+    let m = weft_conformance::fixtures::message(
+        &t.id,
+        weft_domain::Role::User,
+        "twice",
+        Timestamp::from_unix_seconds(2),
+    );
+    uow.insert_messages(std::slice::from_ref(&m)).await.unwrap();
     assert!(matches!(
-        uow.insert_thread(&t).await,
+        uow.insert_messages(std::slice::from_ref(&m)).await,
         Err(PortError::Duplicate)
     ));
     let err = uow.commit().await.unwrap_err();
@@ -301,4 +311,30 @@ async fn a_commit_after_a_failed_statement_is_refused() {
         .unwrap();
     assert_eq!(uow.get_thread(&t.id).await.unwrap(), t);
     uow.commit().await.unwrap();
+}
+
+/// A database filled through the first schema (migration 0001: id-only
+/// keys) upgrades in place to the owner-keyed one with nothing lost: every
+/// object reads back unchanged and new writes continue above the old ids.
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_in_place_with_nothing_lost() {
+    let url = PgHarness::fresh_database_url().await.unwrap();
+    let first_only = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_init.sql");
+    std::fs::copy(&src, first_only.path().join("0001_init.sql")).unwrap();
+    let mut conn = observer(&url).await;
+    sqlx::migrate::Migrator::new(first_only.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(weft_conformance::upgrade::V1_ROWS)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = PgStore::connect(&PgConfig::new(url)).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ready().await.unwrap();
+    weft_conformance::upgrade::verify(store.factory()).await;
 }

@@ -1,61 +1,211 @@
 //! The repositories on an open [`SqliteUnitOfWork`].
 //!
 //! Every statement filters on the unit of work's owner (taken from the
-//! request context at `begin`), so a foreign object behaves exactly like a
-//! missing one. Lists execute the domain's [`weft_domain::list::PagePlan`].
+//! request context at `begin`) as the first column of the key it uses, so
+//! a foreign object behaves exactly like a missing one. Lists execute the
+//! domain's [`PagePlan`] over live rows (partial indexes); cursor checks
+//! use the primary keys, so a deleted object stays a valid cursor.
+//!
+//! Read-write units of work began with `BEGIN IMMEDIATE` and so hold the
+//! database's single write lock: every read in them is a locking read, and
+//! the per-owner and per-thread id sequences (ports rule 8) need no lock of
+//! their own.
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
-use weft_adapters_sqlx::paging::cursor_id;
-use weft_adapters_sqlx::rows::{metadata_json, value_json, IdempotencyRow, MessageRow, ThreadRow};
-use weft_domain::list::{Bound, PagePlan};
+use weft_adapters_sqlx::rows::{
+    metadata_json, value_json, Corrupt, IdempotencyRow, MessageRow, ThreadRow,
+};
 use weft_domain::{
-    IdempotencyKey, ListParams, Message, MessageId, Order, Page, Thread, ThreadId, Timestamp,
+    IdempotencyKey, ListParams, Message, MessageId, Order, Page, PagePlan, Thread, ThreadId,
+    Timestamp,
 };
 use weft_ports::{
-    IdempotencyRecord, IdempotencyRepository, MessageRepository, PortError, ThreadRepository,
+    Appended, IdempotencyRecord, IdempotencyRepository, MessageRepository, PortError,
+    ThreadRepository,
 };
 
 use crate::error::{map_sqlx, Misuse};
 use crate::rows::{MESSAGE_COLUMNS, THREAD_COLUMNS};
 use crate::uow::SqliteUnitOfWork;
 
-/// `WHERE` fragment and `ORDER BY` direction of a page plan. Both come
-/// from fixed strings, never from input.
-fn plan_sql(plan: &PagePlan) -> (&'static str, &'static str) {
-    let bound = match plan.bound {
-        Some(Bound::Greater) => " AND id > ?",
-        Some(Bound::Less) => " AND id < ?",
-        None => "",
-    };
-    let dir = match plan.scan {
+/// The id bounds of a plan as SQL (`AND id > ? AND id < ?`, each when
+/// present) with the values to bind in that order, and the scan direction.
+/// Only fixed fragments are spliced in.
+fn page_sql<'p>(
+    above: Option<&'p str>,
+    below: Option<&'p str>,
+    order: Order,
+) -> (String, Vec<&'p str>, &'static str) {
+    let mut bounds = String::new();
+    let mut values = Vec::new();
+    for (id, op) in [(above, ">"), (below, "<")] {
+        if let Some(id) = id {
+            bounds.push_str(&format!(" AND id {op} ?"));
+            values.push(id);
+        }
+    }
+    let dir = match order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
-    (bound, dir)
+    (bounds, values, dir)
 }
 
 fn count_to_i64(n: u64) -> Result<i64, PortError> {
     i64::try_from(n).map_err(PortError::unexpected)
 }
 
+fn thread_of(row: &SqliteRow) -> Result<Thread, PortError> {
+    ThreadRow::from_row(row).map_err(map_sqlx)?.into_domain()
+}
+
+fn message_of(row: &SqliteRow) -> Result<Message, PortError> {
+    MessageRow::from_row(row).map_err(map_sqlx)?.into_domain()
+}
+
+fn text(row: &SqliteRow, col: usize) -> Result<String, PortError> {
+    row.try_get(col).map_err(map_sqlx)
+}
+
+impl SqliteUnitOfWork {
+    /// Whether every id of `cursors` names a row of `table` in the owner's
+    /// `scope` (deleted rows included): the cursor check of a list.
+    async fn cursors_exist<'a>(
+        &mut self,
+        table: &str,
+        thread: Option<&ThreadId>,
+        cursors: impl Iterator<Item = &'a str>,
+    ) -> Result<bool, PortError> {
+        for cursor in cursors {
+            let sql = match thread {
+                Some(_) => {
+                    format!("SELECT 1 FROM {table} WHERE owner = ? AND thread_id = ? AND id = ?")
+                }
+                None => format!("SELECT 1 FROM {table} WHERE owner = ? AND id = ?"),
+            };
+            let mut q = sqlx::query(&sql).bind(self.owner.as_str());
+            if let Some(t) = thread {
+                q = q.bind(t.as_str());
+            }
+            if self.tx.fetch_optional(q.bind(cursor)).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether `thread_id` is a live thread of the owner.
+    async fn thread_is_live(&mut self, thread_id: &ThreadId) -> Result<bool, PortError> {
+        let q =
+            sqlx::query("SELECT 1 FROM threads WHERE owner = ? AND id = ? AND deleted_at IS NULL")
+                .bind(self.owner.as_str())
+                .bind(thread_id.as_str());
+        Ok(self.tx.fetch_optional(q).await?.is_some())
+    }
+
+    /// Inserts `messages` of one live thread in one statement; `Ok(false)`
+    /// when the thread is not live for the owner (nothing inserted).
+    async fn insert_rows(&mut self, messages: &[Message]) -> Result<bool, PortError> {
+        let Some(first) = messages.first() else {
+            return Ok(true);
+        };
+        let thread_id = &first.thread_id;
+        if messages.iter().any(|m| &m.thread_id != thread_id) {
+            return Err(PortError::unexpected(Misuse::MixedThreads));
+        }
+        let rows: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m,
+                    m.content.to_stored_json(),
+                    value_json(m.attachments.as_value()),
+                    metadata_json(&m.metadata),
+                )
+            })
+            .collect();
+        // Guarded by the thread's liveness for this owner: either every
+        // message is stored or (thread not live) none is.
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO messages (owner, thread_id, id, created_at, role, content, attachments, metadata) \
+             SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (",
+        );
+        qb.push_values(&rows, |mut b, (m, content, attachments, metadata)| {
+            b.push_bind(self.owner.as_str())
+                .push_bind(thread_id.as_str())
+                .push_bind(m.id.as_str())
+                .push_bind(m.created_at.unix_seconds())
+                .push_bind(m.role.as_str())
+                .push_bind(content.as_str())
+                .push_bind(attachments.as_str())
+                .push_bind(metadata.as_str());
+        });
+        qb.push(") WHERE EXISTS (SELECT 1 FROM threads WHERE owner = ")
+            .push_bind(self.owner.as_str())
+            .push(" AND id = ")
+            .push_bind(thread_id.as_str())
+            .push(" AND deleted_at IS NULL)");
+        match self.tx.execute(qb.build()).await?.rows_affected() {
+            0 => Ok(false),
+            n if n == rows.len() as u64 => Ok(true),
+            n => Err(PortError::unexpected(format!(
+                "inserted {n} of {} messages in one statement",
+                rows.len()
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl ThreadRepository for SqliteUnitOfWork {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lock_thread_sequence(&mut self) -> Result<Option<ThreadId>, PortError> {
+        // The writer lock taken at BEGIN IMMEDIATE already serialises every
+        // create; the row is created on first use so insert_thread can
+        // advance it.
+        let q = sqlx::query(
+            "INSERT INTO owners (owner, newest_thread_id) VALUES (?, '') \
+             ON CONFLICT (owner) DO UPDATE SET owner = excluded.owner RETURNING newest_thread_id",
+        )
+        .bind(self.owner.as_str());
+        let row = self
+            .tx
+            .fetch_optional(q)
+            .await?
+            .ok_or_else(|| PortError::unexpected("owner upsert returned no row"))?;
+        let newest = text(&row, 0)?;
+        if newest.is_empty() {
+            return Ok(None);
+        }
+        ThreadId::parse(&newest)
+            .map(Some)
+            .map_err(|e| Corrupt::error("owners.newest_thread_id", e))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread.id))]
     async fn insert_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let metadata = metadata_json(&thread.metadata);
-        let tool_resources = value_json(thread.tool_resources.as_value());
         let q = sqlx::query(
-            "INSERT INTO threads (id, owner, created_at, updated_at, metadata, tool_resources, title, message_count) \
+            "UPDATE owners SET newest_thread_id = ?2 WHERE owner = ?1 AND newest_thread_id < ?2",
+        )
+        .bind(self.owner.as_str())
+        .bind(thread.id.as_str());
+        if self.tx.execute(q).await?.rows_affected() != 1 {
+            return Err(PortError::unexpected(
+                "a thread id not above the owner's newest: lock_thread_sequence must come first",
+            ));
+        }
+        let q = sqlx::query(
+            "INSERT INTO threads (owner, id, created_at, updated_at, metadata, tool_resources, title, message_count) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(thread.id.as_str())
         .bind(self.owner.as_str())
+        .bind(thread.id.as_str())
         .bind(thread.created_at.unix_seconds())
         .bind(thread.updated_at.unix_seconds())
-        .bind(metadata)
-        .bind(tool_resources)
+        .bind(metadata_json(&thread.metadata))
+        .bind(value_json(thread.tool_resources.as_value()))
         .bind(thread.title.as_ref().map(|t| t.as_str()))
         .bind(count_to_i64(thread.message_count)?);
         self.tx.execute(q).await.map(drop)
@@ -63,10 +213,12 @@ impl ThreadRepository for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id))]
     async fn get_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError> {
-        let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND owner = ? AND deleted_at IS NULL");
+        let sql = format!(
+            "SELECT {THREAD_COLUMNS} FROM threads WHERE owner = ? AND id = ? AND deleted_at IS NULL"
+        );
         let q = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(self.owner.as_str());
+            .bind(self.owner.as_str())
+            .bind(id.as_str());
         thread_of(
             &self
                 .tx
@@ -78,26 +230,22 @@ impl ThreadRepository for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id))]
     async fn lock_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError> {
-        // A read-write unit of work began with BEGIN IMMEDIATE and so already
-        // holds the database's single write lock: no other writer can change
-        // this row until we end. A plain read is therefore a locking read.
+        // BEGIN IMMEDIATE holds the write lock: a plain read is a locking read.
         self.get_thread(id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread.id))]
     async fn update_thread(&mut self, thread: &Thread) -> Result<(), PortError> {
-        let metadata = metadata_json(&thread.metadata);
-        let tool_resources = value_json(thread.tool_resources.as_value());
         let q = sqlx::query(
             "UPDATE threads SET metadata = ?, tool_resources = ?, title = ?, updated_at = max(updated_at, ?) \
-             WHERE id = ? AND owner = ? AND deleted_at IS NULL",
+             WHERE owner = ? AND id = ? AND deleted_at IS NULL",
         )
-        .bind(metadata)
-        .bind(tool_resources)
+        .bind(metadata_json(&thread.metadata))
+        .bind(value_json(thread.tool_resources.as_value()))
         .bind(thread.title.as_ref().map(|t| t.as_str()))
         .bind(thread.updated_at.unix_seconds())
-        .bind(thread.id.as_str())
-        .bind(self.owner.as_str());
+        .bind(self.owner.as_str())
+        .bind(thread.id.as_str());
         match self.tx.execute(q).await?.rows_affected() {
             0 => Err(PortError::NotFound),
             _ => Ok(()),
@@ -105,25 +253,23 @@ impl ThreadRepository for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id, delta))]
-    async fn touch_thread(
+    async fn adjust_message_count(
         &mut self,
         id: &ThreadId,
         delta: i64,
         at: Timestamp,
     ) -> Result<(), PortError> {
         // One conditional statement: the count changes in the database, never
-        // read-modify-written in Rust, so no concurrent change is lost. A
-        // delta that would take the count below zero matches no row
-        // (NotFound), as in the PostgreSQL adapter, instead of tripping the
-        // CHECK constraint.
+        // read-modify-written in Rust. A delta that would take the count
+        // below zero matches no row (NotFound) instead of tripping the CHECK.
         let q = sqlx::query(
             "UPDATE threads SET message_count = message_count + ?1, updated_at = max(updated_at, ?2) \
-             WHERE id = ?3 AND owner = ?4 AND deleted_at IS NULL AND message_count + ?1 >= 0 RETURNING id",
+             WHERE owner = ?3 AND id = ?4 AND deleted_at IS NULL AND message_count + ?1 >= 0 RETURNING id",
         )
         .bind(delta)
         .bind(at.unix_seconds())
-        .bind(id.as_str())
-        .bind(self.owner.as_str());
+        .bind(self.owner.as_str())
+        .bind(id.as_str());
         self.tx
             .fetch_optional(q)
             .await?
@@ -133,20 +279,18 @@ impl ThreadRepository for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %id))]
     async fn archive_thread(&mut self, id: &ThreadId, at: Timestamp) -> Result<(), PortError> {
+        // One row whatever the thread's size: its messages leave the API
+        // with it and are removed from storage by the purge.
         let q = sqlx::query(
-            "UPDATE threads SET deleted_at = ? WHERE id = ? AND owner = ? AND deleted_at IS NULL",
+            "UPDATE threads SET deleted_at = ? WHERE owner = ? AND id = ? AND deleted_at IS NULL",
         )
         .bind(at.unix_seconds())
-        .bind(id.as_str())
-        .bind(self.owner.as_str());
-        if self.tx.execute(q).await?.rows_affected() == 0 {
-            return Err(PortError::NotFound);
+        .bind(self.owner.as_str())
+        .bind(id.as_str());
+        match self.tx.execute(q).await?.rows_affected() {
+            0 => Err(PortError::NotFound),
+            _ => Ok(()),
         }
-        let q = sqlx::query("UPDATE messages SET deleted_at = ? WHERE thread_id = ? AND owner = ? AND deleted_at IS NULL")
-            .bind(at.unix_seconds())
-            .bind(id.as_str())
-            .bind(self.owner.as_str());
-        self.tx.execute(q).await.map(drop)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -154,25 +298,25 @@ impl ThreadRepository for SqliteUnitOfWork {
         &mut self,
         params: &ListParams<ThreadId>,
     ) -> Result<Page<Thread>, PortError> {
-        let plan = params.plan();
-        let cursor = cursor_id(params);
-        if let Some(c) = cursor {
-            // The cursor must be one of the owner's threads; a deleted one
-            // keeps its place in the order and stays valid.
-            let q = sqlx::query("SELECT 1 FROM threads WHERE id = ? AND owner = ?")
-                .bind(c.as_str())
-                .bind(self.owner.as_str());
-            if self.tx.fetch_optional(q).await?.is_none() {
-                return Err(PortError::InvalidCursor);
-            }
+        let plan: PagePlan<'_, ThreadId> = params.plan();
+        if !self
+            .cursors_exist("threads", None, params.cursors().map(ThreadId::as_str))
+            .await?
+        {
+            return Err(PortError::InvalidCursor);
         }
-        let (bound, dir) = plan_sql(&plan);
+        let (bounds, values, dir) = page_sql(
+            plan.above.map(ThreadId::as_str),
+            plan.below.map(ThreadId::as_str),
+            plan.scan,
+        );
         let sql = format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE owner = ? AND deleted_at IS NULL{bound} ORDER BY id {dir} LIMIT ?"
+            "SELECT {THREAD_COLUMNS} FROM threads WHERE owner = ? AND deleted_at IS NULL{bounds} \
+             ORDER BY id {dir} LIMIT ?"
         );
         let mut q = sqlx::query(&sql).bind(self.owner.as_str());
-        if let (Some(c), Some(_)) = (cursor, plan.bound) {
-            q = q.bind(c.as_str());
+        for v in values {
+            q = q.bind(v);
         }
         let rows = self.tx.fetch_all(q.bind(i64::from(plan.fetch))).await?;
         let items = rows.iter().map(thread_of).collect::<Result<Vec<_>, _>>()?;
@@ -180,68 +324,60 @@ impl ThreadRepository for SqliteUnitOfWork {
     }
 }
 
-impl SqliteUnitOfWork {
-    /// Whether `thread_id` is a live thread of the owner.
-    async fn thread_is_live(&mut self, thread_id: &ThreadId) -> Result<bool, PortError> {
-        let q =
-            sqlx::query("SELECT 1 FROM threads WHERE id = ? AND owner = ? AND deleted_at IS NULL")
-                .bind(thread_id.as_str())
-                .bind(self.owner.as_str());
-        Ok(self.tx.fetch_optional(q).await?.is_some())
-    }
-}
-
 #[async_trait]
 impl MessageRepository for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all, fields(count = messages.len()))]
     async fn insert_messages(&mut self, messages: &[Message]) -> Result<(), PortError> {
-        let Some(first) = messages.first() else {
+        let Some(last) = messages.last() else {
             return Ok(());
         };
-        let thread_id = &first.thread_id;
-        if messages.iter().any(|m| &m.thread_id != thread_id) {
-            return Err(PortError::unexpected(Misuse::MixedThreads));
+        if !self.insert_rows(messages).await? {
+            return Err(PortError::NotFound);
         }
-        // One statement for all rows, guarded by the thread's liveness for
-        // this owner: either every message is stored or (thread not live)
-        // none is, and the caller learns NotFound.
-        let mut rows = Vec::with_capacity(messages.len());
-        for m in messages {
-            rows.push((
-                m,
-                m.content.to_stored_json(),
-                value_json(m.attachments.as_value()),
-                metadata_json(&m.metadata),
-            ));
+        let q = sqlx::query(
+            "UPDATE threads SET newest_message_id = ? WHERE owner = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(last.id.as_str())
+        .bind(self.owner.as_str())
+        .bind(last.thread_id.as_str());
+        self.tx.execute(q).await.map(drop)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %message.thread_id))]
+    async fn append_message(&mut self, message: &Message) -> Result<Appended, PortError> {
+        // The writer lock is held since BEGIN IMMEDIATE, so the check, the
+        // count and the insert cannot interleave with another writer.
+        let q = sqlx::query(
+            "UPDATE threads SET message_count = message_count + 1, updated_at = max(updated_at, ?1), \
+                    newest_message_id = ?2 \
+             WHERE owner = ?3 AND id = ?4 AND deleted_at IS NULL AND newest_message_id < ?2 RETURNING id",
+        )
+        .bind(message.created_at.unix_seconds())
+        .bind(message.id.as_str())
+        .bind(self.owner.as_str())
+        .bind(message.thread_id.as_str());
+        if self.tx.fetch_optional(q).await?.is_some() {
+            return if self.insert_rows(std::slice::from_ref(message)).await? {
+                Ok(Appended::Done)
+            } else {
+                Err(PortError::NotFound)
+            };
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO messages (id, thread_id, owner, created_at, role, content, attachments, metadata) \
-             SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (",
-        );
-        qb.push_values(&rows, |mut b, (m, content, attachments, metadata)| {
-            b.push_bind(m.id.as_str())
-                .push_bind(thread_id.as_str())
-                .push_bind(self.owner.as_str())
-                .push_bind(m.created_at.unix_seconds())
-                .push_bind(m.role.as_str())
-                .push_bind(content.as_str())
-                .push_bind(attachments.as_str())
-                .push_bind(metadata.as_str());
-        });
-        qb.push(") WHERE EXISTS (SELECT 1 FROM threads WHERE id = ")
-            .push_bind(thread_id.as_str())
-            .push(" AND owner = ")
-            .push_bind(self.owner.as_str())
-            .push(" AND deleted_at IS NULL)");
-        let affected = self.tx.execute(qb.build()).await?.rows_affected();
-        match affected {
-            0 => Err(PortError::NotFound),
-            n if n == rows.len() as u64 => Ok(()),
-            n => Err(PortError::unexpected(format!(
-                "inserted {n} of {} messages in one statement",
-                rows.len()
-            ))),
-        }
+        // Nothing changed: the thread is not live, or the id is not above
+        // its newest.
+        let q = sqlx::query(
+            "SELECT newest_message_id FROM threads WHERE owner = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(self.owner.as_str())
+        .bind(message.thread_id.as_str());
+        let row = self
+            .tx
+            .fetch_optional(q)
+            .await?
+            .ok_or(PortError::NotFound)?;
+        MessageId::parse(&text(&row, 0)?)
+            .map(|newest| Appended::Stale { newest })
+            .map_err(|e| Corrupt::error("threads.newest_message_id", e))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread_id, message_id = %id))]
@@ -252,13 +388,13 @@ impl MessageRepository for SqliteUnitOfWork {
     ) -> Result<Message, PortError> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE id = ? AND thread_id = ? AND owner = ? AND deleted_at IS NULL \
-             AND EXISTS (SELECT 1 FROM threads t WHERE t.id = messages.thread_id AND t.deleted_at IS NULL)"
+             WHERE owner = ?1 AND thread_id = ?2 AND id = ?3 AND deleted_at IS NULL \
+             AND EXISTS (SELECT 1 FROM threads t WHERE t.owner = ?1 AND t.id = ?2 AND t.deleted_at IS NULL)"
         );
         let q = sqlx::query(&sql)
-            .bind(id.as_str())
+            .bind(self.owner.as_str())
             .bind(thread_id.as_str())
-            .bind(self.owner.as_str());
+            .bind(id.as_str());
         message_of(
             &self
                 .tx
@@ -274,22 +410,21 @@ impl MessageRepository for SqliteUnitOfWork {
         thread_id: &ThreadId,
         id: &MessageId,
     ) -> Result<Message, PortError> {
-        // As lock_thread: BEGIN IMMEDIATE already holds the write lock, so a
-        // plain read is a locking read.
+        // As lock_thread: BEGIN IMMEDIATE already holds the write lock.
         self.get_message(thread_id, id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %message.thread_id, message_id = %message.id))]
     async fn update_message(&mut self, message: &Message) -> Result<(), PortError> {
         let q = sqlx::query(
-            "UPDATE messages SET metadata = ? \
-             WHERE id = ? AND thread_id = ? AND owner = ? AND deleted_at IS NULL \
-             AND EXISTS (SELECT 1 FROM threads t WHERE t.id = messages.thread_id AND t.deleted_at IS NULL)",
+            "UPDATE messages SET metadata = ?4 \
+             WHERE owner = ?1 AND thread_id = ?2 AND id = ?3 AND deleted_at IS NULL \
+             AND EXISTS (SELECT 1 FROM threads t WHERE t.owner = ?1 AND t.id = ?2 AND t.deleted_at IS NULL)",
         )
-        .bind(metadata_json(&message.metadata))
-        .bind(message.id.as_str())
+        .bind(self.owner.as_str())
         .bind(message.thread_id.as_str())
-        .bind(self.owner.as_str());
+        .bind(message.id.as_str())
+        .bind(metadata_json(&message.metadata));
         match self.tx.execute(q).await?.rows_affected() {
             0 => Err(PortError::NotFound),
             _ => Ok(()),
@@ -304,14 +439,14 @@ impl MessageRepository for SqliteUnitOfWork {
         at: Timestamp,
     ) -> Result<(), PortError> {
         let q = sqlx::query(
-            "UPDATE messages SET deleted_at = ? \
-             WHERE id = ? AND thread_id = ? AND owner = ? AND deleted_at IS NULL \
-             AND EXISTS (SELECT 1 FROM threads t WHERE t.id = messages.thread_id AND t.deleted_at IS NULL)",
+            "UPDATE messages SET deleted_at = ?4 \
+             WHERE owner = ?1 AND thread_id = ?2 AND id = ?3 AND deleted_at IS NULL \
+             AND EXISTS (SELECT 1 FROM threads t WHERE t.owner = ?1 AND t.id = ?2 AND t.deleted_at IS NULL)",
         )
-        .bind(at.unix_seconds())
-        .bind(id.as_str())
+        .bind(self.owner.as_str())
         .bind(thread_id.as_str())
-        .bind(self.owner.as_str());
+        .bind(id.as_str())
+        .bind(at.unix_seconds());
         match self.tx.execute(q).await?.rows_affected() {
             0 => Err(PortError::NotFound),
             _ => Ok(()),
@@ -324,40 +459,34 @@ impl MessageRepository for SqliteUnitOfWork {
         thread_id: &ThreadId,
         params: &ListParams<MessageId>,
     ) -> Result<Page<Message>, PortError> {
-        let plan = params.plan();
-        let cursor = cursor_id(params);
-        // One round trip for both checks: the thread is live for the owner,
-        // and the cursor (if any) is a message of this thread, deleted or not.
-        let q = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM threads WHERE id = ?1 AND owner = ?2 AND deleted_at IS NULL), \
-                    ?3 IS NULL OR EXISTS (SELECT 1 FROM messages WHERE id = ?3 AND thread_id = ?1 AND owner = ?2)",
-        )
-        .bind(thread_id.as_str())
-        .bind(self.owner.as_str())
-        .bind(cursor.map(MessageId::as_str));
-        let checks = self
-            .tx
-            .fetch_optional(q)
-            .await?
-            .ok_or_else(|| PortError::unexpected("a SELECT without FROM returned no row"))?;
-        let thread_live: bool = checks.try_get(0).map_err(PortError::unexpected)?;
-        let cursor_ok: bool = checks.try_get(1).map_err(PortError::unexpected)?;
-        if !thread_live {
+        let plan: PagePlan<'_, MessageId> = params.plan();
+        if !self.thread_is_live(thread_id).await? {
             return Err(PortError::NotFound);
         }
-        if !cursor_ok {
+        if !self
+            .cursors_exist(
+                "messages",
+                Some(thread_id),
+                params.cursors().map(MessageId::as_str),
+            )
+            .await?
+        {
             return Err(PortError::InvalidCursor);
         }
-        let (bound, dir) = plan_sql(&plan);
+        let (bounds, values, dir) = page_sql(
+            plan.above.map(MessageId::as_str),
+            plan.below.map(MessageId::as_str),
+            plan.scan,
+        );
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE thread_id = ? AND owner = ? AND deleted_at IS NULL{bound} ORDER BY id {dir} LIMIT ?"
+             WHERE owner = ? AND thread_id = ? AND deleted_at IS NULL{bounds} ORDER BY id {dir} LIMIT ?"
         );
         let mut q = sqlx::query(&sql)
-            .bind(thread_id.as_str())
-            .bind(self.owner.as_str());
-        if let (Some(c), Some(_)) = (cursor, plan.bound) {
-            q = q.bind(c.as_str());
+            .bind(self.owner.as_str())
+            .bind(thread_id.as_str());
+        for v in values {
+            q = q.bind(v);
         }
         let rows = self.tx.fetch_all(q.bind(i64::from(plan.fetch))).await?;
         let items = rows.iter().map(message_of).collect::<Result<Vec<_>, _>>()?;
@@ -374,11 +503,11 @@ impl MessageRepository for SqliteUnitOfWork {
         }
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE thread_id = ? AND owner = ? AND role = 'user' AND deleted_at IS NULL ORDER BY id ASC LIMIT 1"
+             WHERE owner = ? AND thread_id = ? AND deleted_at IS NULL AND role = 'user' ORDER BY id ASC LIMIT 1"
         );
         let q = sqlx::query(&sql)
-            .bind(thread_id.as_str())
-            .bind(self.owner.as_str());
+            .bind(self.owner.as_str())
+            .bind(thread_id.as_str());
         self.tx
             .fetch_optional(q)
             .await?
@@ -397,7 +526,7 @@ impl IdempotencyRepository for SqliteUnitOfWork {
         not_before: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, PortError> {
         let q = sqlx::query(
-            "SELECT key, fingerprint, status, body, created_at FROM idempotency \
+            "SELECT key, fingerprint, body, created_at FROM idempotency \
              WHERE owner = ? AND key = ? AND created_at >= ?",
         )
         .bind(self.owner.as_str())
@@ -423,16 +552,15 @@ impl IdempotencyRepository for SqliteUnitOfWork {
         // that is the Duplicate. Concurrent claims cannot interleave: the
         // claimant holds SQLite's write lock from BEGIN IMMEDIATE.
         let q = sqlx::query(
-            "INSERT INTO idempotency (owner, key, fingerprint, status, body, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (owner, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = excluded.status, \
+            "INSERT INTO idempotency (owner, key, fingerprint, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (owner, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              body = excluded.body, created_at = excluded.created_at \
-             WHERE idempotency.created_at < ?7",
+             WHERE idempotency.created_at < ?6",
         )
         .bind(self.owner.as_str())
         .bind(record.key.as_str())
         .bind(record.fingerprint.as_str())
-        .bind(i64::from(record.response.status))
         .bind(record.response.body.as_str())
         .bind(record.created_at.unix_seconds())
         .bind(not_before.unix_seconds());
@@ -441,12 +569,4 @@ impl IdempotencyRepository for SqliteUnitOfWork {
             _ => Ok(()),
         }
     }
-}
-
-fn thread_of(row: &SqliteRow) -> Result<Thread, PortError> {
-    ThreadRow::from_row(row).map_err(map_sqlx)?.into_domain()
-}
-
-fn message_of(row: &SqliteRow) -> Result<Message, PortError> {
-    MessageRow::from_row(row).map_err(map_sqlx)?.into_domain()
 }

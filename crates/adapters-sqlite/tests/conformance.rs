@@ -85,7 +85,8 @@ impl ConformanceTarget for SqliteTarget {
         let mut out = Vec::new();
         let counts = sqlx::query(
             "SELECT t.id, t.message_count, \
-                    (SELECT count(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL) AS live \
+                    (SELECT count(*) FROM messages m WHERE m.owner = t.owner AND m.thread_id = t.id \
+                       AND m.deleted_at IS NULL) AS live \
              FROM threads t WHERE t.deleted_at IS NULL AND t.message_count <> live",
         )
         .fetch_all(&mut conn)
@@ -99,28 +100,31 @@ impl ConformanceTarget for SqliteTarget {
                 r.get::<i64, _>(2)
             ));
         }
-        let orphans = sqlx::query(
-            "SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id \
-             WHERE m.deleted_at IS NULL AND t.deleted_at IS NOT NULL",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        for r in orphans {
-            out.push(format!(
-                "live message {} in an archived thread",
-                r.get::<String, _>(0)
-            ));
-        }
-        let foreign = sqlx::query("SELECT m.id FROM messages m JOIN threads t ON t.id = m.thread_id WHERE m.owner <> t.owner")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        for r in foreign {
-            out.push(format!(
-                "message {} has another owner than its thread",
-                r.get::<String, _>(0)
-            ));
+        // Every message belongs to a thread of its own owner (the foreign
+        // key includes the owner), and ids stay within their sequences
+        // (ports rule 8): no thread above its owner's newest, no message
+        // above its thread's newest.
+        for (what, sql) in [
+            (
+                "message without a thread of its owner",
+                "SELECT m.id FROM messages m WHERE NOT EXISTS \
+                 (SELECT 1 FROM threads t WHERE t.owner = m.owner AND t.id = m.thread_id)",
+            ),
+            (
+                "thread above its owner's newest thread id",
+                "SELECT t.id FROM threads t LEFT JOIN owners o ON o.owner = t.owner \
+                 WHERE o.newest_thread_id IS NULL OR t.id > o.newest_thread_id",
+            ),
+            (
+                "message above its thread's newest message id",
+                "SELECT m.id FROM messages m JOIN threads t ON t.owner = m.owner AND t.id = m.thread_id \
+                 WHERE m.id > t.newest_message_id",
+            ),
+        ] {
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+            for r in rows {
+                out.push(format!("{what}: {}", r.get::<String, _>(0)));
+            }
         }
         // Every stored row re-parses into the domain types.
         let threads =

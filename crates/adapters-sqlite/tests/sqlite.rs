@@ -134,6 +134,7 @@ async fn another_process_holding_the_write_lock_is_a_conflict() {
 
     let t = thread(NOW);
     let mut held = begin(&*holder.factory(), "alice", Mode::ReadWrite).await;
+    held.lock_thread_sequence().await.unwrap();
     held.insert_thread(&t).await.unwrap();
 
     let r = other
@@ -227,6 +228,7 @@ async fn a_unit_of_work_whose_statement_was_cancelled_cannot_commit() {
     for _ in 0..50 {
         let t = thread(NOW);
         let mut uow = begin(&*f, "alice", Mode::ReadWrite).await;
+        uow.lock_thread_sequence().await.unwrap();
         if CancelAfterPolls::new(uow.insert_thread(&t), 1)
             .await
             .is_some()
@@ -266,7 +268,9 @@ async fn messages_of_two_threads_in_one_insert_are_refused() {
     let f = store.factory();
     let (a, b) = (thread(NOW), thread(NOW));
     let mut uow = begin(&*f, "alice", Mode::ReadWrite).await;
+    uow.lock_thread_sequence().await.unwrap();
     uow.insert_thread(&a).await.unwrap();
+    uow.lock_thread_sequence().await.unwrap();
     uow.insert_thread(&b).await.unwrap();
     let mixed = [
         message(&a.id, Role::User, "a", NOW),
@@ -297,9 +301,10 @@ async fn a_corrupt_row_is_an_unexpected_error() {
     let t = thread(NOW);
     let m = message(&t.id, Role::User, "hello", NOW);
     let mut uow = begin(&*f, "alice", Mode::ReadWrite).await;
+    uow.lock_thread_sequence().await.unwrap();
     uow.insert_thread(&t).await.unwrap();
     uow.insert_messages(std::slice::from_ref(&m)).await.unwrap();
-    uow.touch_thread(&t.id, 1, NOW).await.unwrap();
+    uow.adjust_message_count(&t.id, 1, NOW).await.unwrap();
     uow.commit().await.unwrap();
 
     let mut side = side_connection(&path).await;
@@ -364,6 +369,7 @@ async fn fill(store: &SqliteStore, n: usize) -> Vec<weft_domain::ThreadId> {
     for _ in 0..n {
         let t = thread(NOW);
         let mut uow = begin(&*f, "alice", Mode::ReadWrite).await;
+        uow.lock_thread_sequence().await.unwrap();
         uow.insert_thread(&t).await.unwrap();
         uow.insert_messages(&[
             message(&t.id, Role::User, "question", NOW),
@@ -371,7 +377,7 @@ async fn fill(store: &SqliteStore, n: usize) -> Vec<weft_domain::ThreadId> {
         ])
         .await
         .unwrap();
-        uow.touch_thread(&t.id, 2, NOW).await.unwrap();
+        uow.adjust_message_count(&t.id, 2, NOW).await.unwrap();
         uow.commit().await.unwrap();
         let mut r = begin(&*f, "alice", Mode::ReadOnly).await;
         r.get_thread(&t.id).await.unwrap();
@@ -440,4 +446,37 @@ async fn a_backup_of_a_live_database_opens_with_every_object() {
     ));
     store.close().await;
     reads_back(&backup, &ids).await;
+}
+
+/// A database filled through the first schema (migration 0001: id-only
+/// keys) upgrades in place to the owner-keyed one with nothing lost: every
+/// object reads back unchanged and new writes continue above the old ids.
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_in_place_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let first_only = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_init.sql");
+    std::fs::copy(&src, first_only.path().join("0001_init.sql")).unwrap();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first_only.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(weft_conformance::upgrade::V1_ROWS)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let store = migrated(&path).await;
+    store.ready().await.unwrap();
+    weft_conformance::upgrade::verify(store.factory()).await;
+    store.close().await;
 }

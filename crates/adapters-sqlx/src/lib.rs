@@ -13,7 +13,6 @@
 //!   values (a failure is data corruption: [`rows::Corrupt`]).
 //! - [`store`]: [`StoreError`] (start-up, migration and readiness
 //!   failures) and [`PoolStats`].
-//! - [`paging`]: small helpers every list query uses.
 //!
 //! Architecture invariant: depends on `weft-ports`, `weft-domain` and sqlx
 //! without any database driver feature; never on `weft-app` or an inbound
@@ -21,7 +20,6 @@
 //! adapters only.
 
 pub mod guard;
-pub mod paging;
 pub mod rows;
 pub mod store;
 

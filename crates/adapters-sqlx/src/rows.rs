@@ -137,8 +137,6 @@ pub struct IdempotencyRow {
     pub key: String,
     /// Hex digest of the request.
     pub fingerprint: String,
-    /// The HTTP status recorded (always a success).
-    pub status: i64,
     /// The response body recorded.
     pub body: String,
     /// Unix seconds.
@@ -155,11 +153,7 @@ impl IdempotencyRow {
             key: IdempotencyKey::parse(&self.key)
                 .map_err(|e| Corrupt::error("idempotency.key", e))?,
             fingerprint: RequestFingerprint::from_stored(&self.fingerprint),
-            response: StoredResponse {
-                status: u16::try_from(self.status)
-                    .map_err(|e| Corrupt::error("idempotency.status", e))?,
-                body: self.body,
-            },
+            response: StoredResponse { body: self.body },
             created_at: Timestamp::from_unix_seconds(self.created_at),
         })
     }

@@ -22,8 +22,8 @@ pub enum AppError {
     /// An idempotency key was reused with another request (409).
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
-    /// A transient conflict that outlasted every retry (503). Inside the
-    /// retry helper this case also marks an attempt to be retried.
+    /// A transient conflict that outlasted every retry (503). Only ever
+    /// returned to callers; the retry helper's own signal is private.
     #[error("storage busy, retries exhausted")]
     Busy,
     /// Storage unreachable or timed out (503).

@@ -7,6 +7,8 @@
 //! - `tx`: the one helper every use case runs its unit of work through:
 //!   begin, run the body, commit exactly once on success, roll back on any
 //!   error, retry the whole unit of work on a transient conflict only.
+//! - [`idempotency`]: the one protocol both idempotent creates run
+//!   (replay, create, record), in one order.
 //! - [`AppError`]: the one error type of the use cases.
 //! - [`system`]: the production implementations of the clock, id and title
 //!   ports (no I/O beyond reading the system clock).
@@ -25,6 +27,7 @@
 //! never on sqlx, poem or an adapter. `tests/architecture.rs` checks it.
 
 mod error;
+pub mod idempotency;
 mod messages;
 mod rename;
 pub mod system;
@@ -34,24 +37,16 @@ mod tx;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weft_domain::{IdempotencyKey, RequestFingerprint, StoredResponse};
+use weft_domain::StoredResponse;
 use weft_ports::{Clock, IdSource, TitleGenerator, TxObserver, UnitOfWorkFactory};
 
 pub use error::AppError;
+pub use idempotency::Idempotency;
 pub use tx::RetryPolicy;
 
 /// Turns a created object into the exact response body recorded for
 /// idempotent replay. Supplied by the HTTP layer, which owns the wire format.
 pub type Render<T> = Arc<dyn Fn(&T) -> StoredResponse + Send + Sync>;
-
-/// An `Idempotency-Key` and the fingerprint of the request that carried it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Idempotency {
-    /// The client's key.
-    pub key: IdempotencyKey,
-    /// Method, path and canonical body of the request.
-    pub fingerprint: RequestFingerprint,
-}
 
 /// The ports the use cases run against.
 #[derive(Clone)]

@@ -1,20 +1,19 @@
 //! Message use cases.
 
-use weft_domain::idempotency::REPLAY_WINDOW_SECS;
 use weft_domain::{
     ListParams, Message, MessageId, MessagePatch, NewMessage, Page, StoredResponse, ThreadId,
+    Timestamp,
 };
-use weft_ports::{Mode, RequestContext, UnitOfWork};
+use weft_ports::{Appended, Mode, RequestContext, UnitOfWork};
 
-use crate::threads::{claim, replay};
-use crate::{App, AppError, Idempotency, Render};
+use crate::idempotency::{self, Idempotency};
+use crate::tx::Failure;
+use crate::{App, AppError, Render};
 
 impl App {
     /// Adds a message to a thread and, in the same unit of work, raises the
-    /// thread's `message_count` and `updated_at`.
-    ///
-    /// The thread row is locked (by the count update) before the message id
-    /// is minted, so within a thread ids follow commit order.
+    /// thread's `message_count` and `updated_at` (one atomic append that
+    /// also locks the thread row).
     ///
     /// # Errors
     /// [`AppError::NotFound`] when the thread is missing, foreign or deleted.
@@ -30,7 +29,8 @@ impl App {
             let (thread_id, msg, render, app) =
                 (thread_id.clone(), msg.clone(), render.clone(), self.clone());
             Box::pin(async move {
-                let message = app.add_message(uow, thread_id, msg).await?;
+                let now = app.deps.clock.now();
+                let message = app.append(uow, thread_id, msg, now).await?;
                 Ok(render(&message))
             })
         })
@@ -38,7 +38,7 @@ impl App {
     }
 
     /// Like [`App::create_message`], honouring an `Idempotency-Key` (see
-    /// [`App::create_thread_idempotent`]).
+    /// [`crate::idempotency`] and [`App::create_thread_idempotent`]).
     ///
     /// # Errors
     /// [`AppError::NotFound`], [`AppError::IdempotencyKeyReused`], storage errors.
@@ -61,14 +61,13 @@ impl App {
             );
             Box::pin(async move {
                 let now = app.deps.clock.now();
-                let not_before = now.minus_seconds(REPLAY_WINDOW_SECS);
-                if let Some(replayed) = replay(uow, &idem, not_before).await? {
-                    return Ok(replayed);
-                }
-                let message = app.add_message(uow, thread_id, msg).await?;
-                let response = render(&message);
-                claim(uow, &idem, &response, now, not_before).await?;
-                Ok(response)
+                idempotency::run(uow, &idem, now, |uow| {
+                    Box::pin(async move {
+                        let message = app.append(uow, thread_id, msg, now).await?;
+                        Ok(render(&message))
+                    })
+                })
+                .await
             })
         })
         .await
@@ -159,23 +158,40 @@ impl App {
                 let now = clock.now();
                 uow.lock_thread(&thread_id).await?;
                 uow.archive_message(&thread_id, &id, now).await?;
-                uow.touch_thread(&thread_id, -1, now).await?;
+                uow.adjust_message_count(&thread_id, -1, now).await?;
                 Ok(())
             })
         })
         .await
     }
 
-    async fn add_message(
+    /// Appends `msg` to the thread with a fresh id. When the thread's
+    /// newest message id is not below it (another process minted ids with
+    /// a clock ahead, or a concurrent request took the thread first), the
+    /// append changed nothing and left the thread locked for us: mint an id
+    /// above the newest and append again, which then succeeds (unit-of-work
+    /// rule 8: message ids commit in id order).
+    async fn append(
         &self,
         uow: &mut dyn UnitOfWork,
         thread_id: ThreadId,
         msg: NewMessage,
-    ) -> Result<Message, AppError> {
-        let now = self.deps.clock.now();
-        uow.touch_thread(&thread_id, 1, now).await?;
-        let message = msg.into_message(self.deps.ids.message_id(), thread_id, now);
-        uow.insert_messages(std::slice::from_ref(&message)).await?;
+        now: Timestamp,
+    ) -> Result<Message, Failure> {
+        let mut message = msg.into_message(self.deps.ids.message_id(None), thread_id, now);
+        if let Appended::Stale { newest } = uow.append_message(&message).await? {
+            message.id = self.deps.ids.message_id(Some(&newest));
+            if let Appended::Stale { newest } = uow.append_message(&message).await? {
+                return Err(AppError::Unexpected(
+                    format!(
+                        "append refused id {} after locking the thread (newest {newest})",
+                        message.id
+                    )
+                    .into(),
+                )
+                .into());
+            }
+        }
         Ok(message)
     }
 }

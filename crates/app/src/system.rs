@@ -33,15 +33,19 @@ pub struct V7Ids {
 }
 
 impl V7Ids {
-    fn next(&self) -> Uuid {
+    /// A fresh UUIDv7 value greater than every value minted before and than
+    /// `floor`: when the clock has not moved past them (same millisecond, or
+    /// another process's clock ahead), the larger plus one.
+    fn next(&self, floor: u128) -> Uuid {
         let fresh = Uuid::now_v7().as_u128();
         // A poisoned lock only means another thread panicked mid-update of a
         // plain integer; its value is still a valid lower bound.
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let value = if fresh > *last {
+        let bound = (*last).max(floor);
+        let value = if fresh > bound {
             fresh
         } else {
-            last.wrapping_add(1)
+            bound.wrapping_add(1)
         };
         *last = value;
         Uuid::from_u128(value)
@@ -49,12 +53,12 @@ impl V7Ids {
 }
 
 impl IdSource for V7Ids {
-    fn thread_id(&self) -> ThreadId {
-        ThreadId::from_uuid(self.next())
+    fn thread_id(&self, above: Option<&ThreadId>) -> ThreadId {
+        ThreadId::from_uuid(self.next(above.map_or(0, ThreadId::value)))
     }
 
-    fn message_id(&self) -> MessageId {
-        MessageId::from_uuid(self.next())
+    fn message_id(&self, above: Option<&MessageId>) -> MessageId {
+        MessageId::from_uuid(self.next(above.map_or(0, MessageId::value)))
     }
 }
 
@@ -77,8 +81,18 @@ mod tests {
     #[test]
     fn ids_minted_in_a_burst_strictly_increase() {
         let ids = V7Ids::default();
-        let minted: Vec<MessageId> = (0..10_000).map(|_| ids.message_id()).collect();
+        let minted: Vec<MessageId> = (0..10_000).map(|_| ids.message_id(None)).collect();
         assert!(minted.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn ids_are_minted_above_an_id_from_a_clock_far_ahead() {
+        let ids = V7Ids::default();
+        let ahead = ThreadId::parse("thread_ffffffffffff7000800000000000aaaa").unwrap();
+        let next = ids.thread_id(Some(&ahead));
+        assert!(next > ahead, "{next} must sort after {ahead}");
+        let after = ids.thread_id(None);
+        assert!(after > next, "and the process keeps counting from there");
     }
 
     #[test]

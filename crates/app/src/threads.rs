@@ -1,17 +1,22 @@
 //! Thread use cases.
 
-use weft_domain::idempotency::REPLAY_WINDOW_SECS;
 use weft_domain::{
     CreateThread, ListParams, Message, Page, StoredResponse, Thread, ThreadId, ThreadPatch,
     Timestamp,
 };
-use weft_ports::{IdempotencyRecord, Mode, PortError, RequestContext, UnitOfWork};
+use weft_ports::{Mode, RequestContext, UnitOfWork};
 
-use crate::{App, AppError, Idempotency, Render};
+use crate::idempotency::{self, Idempotency};
+use crate::tx::Failure;
+use crate::{App, AppError, Render};
 
 impl App {
     /// Creates a thread and its initial messages in one unit of work and
     /// returns the rendered response.
+    ///
+    /// The owner's thread sequence is locked before the thread's id is
+    /// minted (above the owner's newest), so the owner's thread ids commit
+    /// in id order (unit-of-work rule 8).
     ///
     /// # Errors
     /// Storage errors as [`AppError`]; nothing is written unless everything is.
@@ -25,19 +30,18 @@ impl App {
         self.in_uow(ctx, Mode::ReadWrite, |uow| {
             let (cmd, render, app) = (cmd.clone(), render.clone(), self.clone());
             Box::pin(async move {
-                let (thread, messages) = app.new_thread(&cmd, app.deps.clock.now());
-                write_thread(uow, &thread, &messages).await?;
-                Ok(render(&thread))
+                app.write_thread(uow, &cmd, app.deps.clock.now(), &render)
+                    .await
             })
         })
         .await
     }
 
-    /// Like [`App::create_thread`], honouring an `Idempotency-Key`: a retry
-    /// with the same key and request within 24 h replays the first response
-    /// and creates nothing; the same key with another request is refused.
-    /// The record is claimed in the same unit of work as the creation, so a
-    /// concurrent duplicate waits for the first and then replays it.
+    /// Like [`App::create_thread`], honouring an `Idempotency-Key` (see
+    /// [`crate::idempotency`]): a retry with the same key and request within
+    /// 24 h replays the first response and creates nothing; the same key
+    /// with another request is refused; a concurrent duplicate waits for the
+    /// first and then replays it.
     ///
     /// # Errors
     /// [`AppError::IdempotencyKeyReused`]; storage errors.
@@ -54,15 +58,10 @@ impl App {
                 (cmd.clone(), render.clone(), idem.clone(), self.clone());
             Box::pin(async move {
                 let now = app.deps.clock.now();
-                let not_before = now.minus_seconds(REPLAY_WINDOW_SECS);
-                if let Some(replay) = replay(uow, &idem, not_before).await? {
-                    return Ok(replay);
-                }
-                let (thread, messages) = app.new_thread(&cmd, now);
-                let response = render(&thread);
-                claim(uow, &idem, &response, now, not_before).await?;
-                write_thread(uow, &thread, &messages).await?;
-                Ok(response)
+                idempotency::run(uow, &idem, now, |uow| {
+                    Box::pin(async move { app.write_thread(uow, &cmd, now, &render).await })
+                })
+                .await
             })
         })
         .await
@@ -136,65 +135,30 @@ impl App {
         .await
     }
 
-    /// A new thread and its initial messages, with fresh ids and one timestamp.
-    fn new_thread(&self, cmd: &CreateThread, now: Timestamp) -> (Thread, Vec<Message>) {
-        let thread = cmd.to_thread(self.deps.ids.thread_id(), now);
-        let messages = cmd
+    /// Creates the thread of `cmd` and its initial messages at `now`: the
+    /// owner's thread sequence is locked first, then the ids are minted
+    /// above the owner's newest thread id.
+    async fn write_thread(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        cmd: &CreateThread,
+        now: Timestamp,
+        render: &Render<Thread>,
+    ) -> Result<StoredResponse, Failure> {
+        let newest = uow.lock_thread_sequence().await?;
+        let thread = cmd.to_thread(self.deps.ids.thread_id(newest.as_ref()), now);
+        let messages: Vec<Message> = cmd
             .messages()
             .iter()
             .map(|m| {
                 m.clone()
-                    .into_message(self.deps.ids.message_id(), thread.id.clone(), now)
+                    .into_message(self.deps.ids.message_id(None), thread.id.clone(), now)
             })
             .collect();
-        (thread, messages)
-    }
-}
-
-async fn write_thread(
-    uow: &mut dyn UnitOfWork,
-    thread: &Thread,
-    messages: &[Message],
-) -> Result<(), AppError> {
-    uow.insert_thread(thread).await?;
-    if !messages.is_empty() {
-        uow.insert_messages(messages).await?;
-    }
-    Ok(())
-}
-
-/// The recorded response for `idem`, if any; refuses a reuse with another request.
-pub(crate) async fn replay(
-    uow: &mut dyn UnitOfWork,
-    idem: &Idempotency,
-    not_before: weft_domain::Timestamp,
-) -> Result<Option<StoredResponse>, AppError> {
-    match uow.find_idempotency(&idem.key, not_before).await? {
-        Some(rec) if rec.fingerprint == idem.fingerprint => Ok(Some(rec.response)),
-        Some(_) => Err(AppError::IdempotencyKeyReused),
-        None => Ok(None),
-    }
-}
-
-/// Claims the key for this unit of work. A duplicate means another request
-/// with the key committed while this one ran: the attempt is retried as a
-/// transient conflict, and the next attempt replays (or refuses) it.
-pub(crate) async fn claim(
-    uow: &mut dyn UnitOfWork,
-    idem: &Idempotency,
-    response: &StoredResponse,
-    now: weft_domain::Timestamp,
-    not_before: weft_domain::Timestamp,
-) -> Result<(), AppError> {
-    let record = IdempotencyRecord {
-        key: idem.key.clone(),
-        fingerprint: idem.fingerprint.clone(),
-        response: response.clone(),
-        created_at: now,
-    };
-    match uow.insert_idempotency(&record, not_before).await {
-        Ok(()) => Ok(()),
-        Err(PortError::Duplicate) => Err(AppError::Busy),
-        Err(e) => Err(e.into()),
+        uow.insert_thread(&thread).await?;
+        if !messages.is_empty() {
+            uow.insert_messages(&messages).await?;
+        }
+        Ok(render(&thread))
     }
 }

@@ -8,9 +8,45 @@
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use weft_domain::ValidationError;
 use weft_ports::{Mode, PortError, RequestContext, TxOutcome, UnitOfWork};
 
 use crate::{App, AppError};
+
+/// Why one attempt of a unit of work ended without a value. Private to the
+/// app, so the internal retry signal and the public 503 are two things:
+/// [`Failure::Retry`] never reaches a caller; once the retries are spent it
+/// becomes [`AppError::Busy`].
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The attempt certainly did not commit and is worth running again: a
+    /// transient conflict ([`PortError::Conflict`]), or an idempotency key
+    /// another request recorded while this one ran.
+    Retry,
+    /// Final: returned to the caller as it is.
+    Fail(AppError),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        Self::Fail(e)
+    }
+}
+
+impl From<PortError> for Failure {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Conflict => Self::Retry,
+            other => Self::Fail(other.into()),
+        }
+    }
+}
+
+impl From<ValidationError> for Failure {
+    fn from(e: ValidationError) -> Self {
+        Self::Fail(e.into())
+    }
+}
 
 /// How often and how patiently a unit of work is retried on a transient
 /// conflict.
@@ -60,9 +96,10 @@ impl App {
     /// Runs `body` in a unit of work of `mode` for `ctx`: commits exactly once
     /// when it succeeds, rolls back when it fails, and runs the whole unit of
     /// work again — up to the policy's bound, with jittered backoff, never
-    /// past the request's deadline — only when it fails with a transient
-    /// conflict ([`AppError::Busy`], which the ports raise only when the
-    /// transaction certainly did not commit).
+    /// past the request's deadline — only when it fails with
+    /// [`Failure::Retry`] (a transient conflict, which the ports raise only
+    /// when the transaction certainly did not commit). Retries spent:
+    /// [`AppError::Busy`].
     pub(crate) async fn in_uow<T, F>(
         &self,
         ctx: &RequestContext,
@@ -71,19 +108,20 @@ impl App {
     ) -> Result<T, AppError>
     where
         T: Send,
-        F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, AppError>> + Send,
+        F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, Failure>> + Send,
     {
         let policy = &self.config.retry;
         let mut attempt = 1u32;
         loop {
-            let result = self.attempt(ctx, mode, &mut body).await;
-            let retry = matches!(result, Err(AppError::Busy))
-                && attempt < policy.max_attempts.max(1)
+            let result = match self.attempt(ctx, mode, &mut body).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fail(e)) => return Err(e),
+                Err(Failure::Retry) => Err(AppError::Busy),
+            };
+            let retry = attempt < policy.max_attempts.max(1)
                 && ctx.deadline().is_none_or(|d| Instant::now() < d);
             if !retry {
-                if matches!(result, Err(AppError::Busy)) {
-                    tracing::warn!(request_id = %ctx.request_id(), attempts = attempt, "transient conflict outlasted retries");
-                }
+                tracing::warn!(request_id = %ctx.request_id(), attempts = attempt, "transient conflict outlasted retries");
                 return result;
             }
             self.deps.observer.observe(mode, TxOutcome::Retried);
@@ -98,9 +136,9 @@ impl App {
         ctx: &RequestContext,
         mode: Mode,
         body: &mut F,
-    ) -> Result<T, AppError>
+    ) -> Result<T, Failure>
     where
-        F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, AppError>> + Send,
+        F: for<'u> FnMut(&'u mut dyn UnitOfWork) -> BoxFuture<'u, Result<T, Failure>> + Send,
     {
         let mut uow = self.deps.uow.begin(ctx, mode).await?;
         match body(uow.as_mut()).await {

@@ -11,7 +11,7 @@ use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps, Render};
 use weft_domain::{Message, StoredResponse, Thread, ThreadId};
 use weft_ports::{
-    Mode, PortError, RequestContext, TxObserver, TxOutcome, UnitOfWork, UnitOfWorkFactory,
+    IdSource, Mode, PortError, RequestContext, TxObserver, TxOutcome, UnitOfWork, UnitOfWorkFactory,
 };
 
 /// Counts unit-of-work outcomes reported by the app.
@@ -42,11 +42,20 @@ impl TxObserver for Outcomes {
 /// The app over `factory`, with the production clock, ids and titles, the
 /// default retry policy, and `outcomes` as its observer.
 pub fn app(factory: Arc<dyn UnitOfWorkFactory>, outcomes: Arc<Outcomes>) -> App {
+    app_with_ids(factory, outcomes, Arc::new(V7Ids::default()))
+}
+
+/// Like [`app`] with another id source: a second process, say.
+pub fn app_with_ids(
+    factory: Arc<dyn UnitOfWorkFactory>,
+    outcomes: Arc<Outcomes>,
+    ids: Arc<dyn IdSource>,
+) -> App {
     App::new(
         Deps {
             uow: factory,
             clock: Arc::new(SystemClock),
-            ids: Arc::new(V7Ids::default()),
+            ids,
             titles: Arc::new(DerivedTitles),
             observer: outcomes,
         },
@@ -54,10 +63,53 @@ pub fn app(factory: Arc<dyn UnitOfWorkFactory>, outcomes: Arc<Outcomes>) -> App 
     )
 }
 
+/// The id source of another process whose clock runs `behind` the real
+/// one: UUIDv7 ids from its own clock, strictly increasing within it, and
+/// above the `above` id it is given, as the port requires. Two apps, one on
+/// [`V7Ids`] and one on this, are two Weft instances with skewed clocks.
+#[derive(Debug)]
+pub struct SkewedIds {
+    behind: Duration,
+    last: std::sync::Mutex<u128>,
+}
+
+impl SkewedIds {
+    /// A source whose clock is `behind` the real one.
+    pub fn new(behind: Duration) -> Self {
+        Self {
+            behind,
+            last: std::sync::Mutex::new(0),
+        }
+    }
+
+    fn next(&self, floor: u128) -> uuid::Uuid {
+        let now = std::time::SystemTime::now()
+            .checked_sub(self.behind)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), now.subsec_nanos());
+        let fresh = uuid::Uuid::new_v7(ts).as_u128();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let bound = (*last).max(floor);
+        let value = if fresh > bound { fresh } else { bound + 1 };
+        *last = value;
+        uuid::Uuid::from_u128(value)
+    }
+}
+
+impl IdSource for SkewedIds {
+    fn thread_id(&self, above: Option<&ThreadId>) -> ThreadId {
+        ThreadId::from_uuid(self.next(above.map_or(0, ThreadId::value)))
+    }
+
+    fn message_id(&self, above: Option<&weft_domain::MessageId>) -> weft_domain::MessageId {
+        weft_domain::MessageId::from_uuid(self.next(above.map_or(0, weft_domain::MessageId::value)))
+    }
+}
+
 /// Renders a thread as its id (the body the app would record).
 pub fn render_thread() -> Render<Thread> {
     Arc::new(|t: &Thread| StoredResponse {
-        status: 200,
         body: t.id.to_string(),
     })
 }
@@ -65,7 +117,6 @@ pub fn render_thread() -> Render<Thread> {
 /// Renders a message as its id.
 pub fn render_message() -> Render<Message> {
     Arc::new(|m: &Message| StoredResponse {
-        status: 200,
         body: m.id.to_string(),
     })
 }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use weft_app::system::V7Ids;
 use weft_domain::{
     Attachments, Content, ContentInput, Message, MessageId, Metadata, RequestId, Role, Thread,
     ThreadId, Timestamp, ToolResources, UserId,
 };
-use weft_ports::RequestContext;
+use weft_ports::{IdSource, RequestContext};
 
 /// A request context for `user` with a fresh request id and no deadline.
 ///
@@ -19,14 +20,29 @@ pub fn ctx(user: &str) -> RequestContext {
     RequestContext::new(user, RequestId::from_uuid(uuid::Uuid::now_v7()), None)
 }
 
+/// The process's id source: the production one, strictly increasing.
+static IDS: std::sync::LazyLock<V7Ids> = std::sync::LazyLock::new(V7Ids::default);
+
+/// A fresh thread id, later than every id minted before it in this
+/// process, and than `above` when given.
+pub fn thread_id_above(above: Option<&ThreadId>) -> ThreadId {
+    IDS.thread_id(above)
+}
+
+/// A fresh message id, later than every id minted before it in this
+/// process, and than `above` when given.
+pub fn message_id_above(above: Option<&MessageId>) -> MessageId {
+    IDS.message_id(above)
+}
+
 /// A fresh thread id, later than every id minted before it in this process.
 pub fn thread_id() -> ThreadId {
-    ThreadId::from_uuid(uuid::Uuid::now_v7())
+    thread_id_above(None)
 }
 
 /// A fresh message id, later than every id minted before it in this process.
 pub fn message_id() -> MessageId {
-    MessageId::from_uuid(uuid::Uuid::now_v7())
+    message_id_above(None)
 }
 
 /// The fixed "now" of most cases.

@@ -8,12 +8,15 @@
 //! - [`conformance_tests!`]: expands to one `#[tokio::test]` per case, so
 //!   every case is its own named test in the adapter's test binary.
 //! - [`cases`]: the cases themselves, each a `pub async fn` taking the
-//!   target; callable on their own too.
+//!   target, grouped by concern (`crud`, `isolation`, `paging`,
+//!   `transactions`, `cancellation`); callable on their own too.
 //! - [`cancel`]: [`cancel::CancelAfterPolls`], the future wrapper that drops
 //!   a use case after its k-th poll.
 //! - [`app`]: the app's real use cases (`weft_app::App`) over the target's
 //!   factory; the cancellation, storm, count and retry cases run these.
 //! - [`scripts`]: small port-level sequences used to seed data.
+//! - [`upgrade`]: rows in the first schema, and the check that they read
+//!   back unchanged after the later migrations.
 //! - [`fixtures`]: contexts, ids and sample objects.
 //!
 //! Architecture invariant: this crate depends on `weft-app`, `weft-ports`
@@ -64,6 +67,7 @@ pub mod cancel;
 pub mod cases;
 pub mod fixtures;
 pub mod scripts;
+pub mod upgrade;
 
 /// What an adapter's storage looks like from the outside right now: the
 /// signals of a leaked connection or transaction. A clean report has every
@@ -193,7 +197,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             threads_round_trip_through_every_thread_port,
             messages_round_trip_through_every_message_port,
-            touch_thread_counts_and_never_moves_updated_at_backwards,
+            append_refuses_an_id_below_the_threads_newest_and_the_retry_above_it_succeeds,
+            adjust_message_count_counts_and_never_moves_updated_at_backwards,
             deleting_a_deleted_last_message_is_not_found,
             archiving_a_thread_hides_it_and_its_messages,
             idempotency_keys_are_claimed_once_and_replaced_after_expiry,
@@ -201,6 +206,8 @@ macro_rules! conformance_tests {
             cursors_of_other_lists_and_owners_are_invalid_and_deleted_ones_stay_valid,
             paging_sees_every_object_once_while_another_task_inserts,
             before_pages_hold_the_nearest_objects_in_both_orders,
+            after_and_before_together_select_the_window_between_them,
+            a_pager_sees_every_object_created_while_it_pages,
             metadata_merge_round_trips,
             a_dropped_unit_of_work_leaves_no_writes,
             an_explicit_rollback_leaves_no_writes,

@@ -106,13 +106,13 @@ fn canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// A successful response recorded for replay: status and body exactly as
-/// first sent.
+/// The response of a successful create, recorded for replay: the body
+/// exactly as first sent. Only successes are recorded (API.md, "Safety
+/// guarantees"), so no status is kept: which status a success has is the
+/// inbound adapter's business, not the domain's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Body bytes (JSON text).
+    /// The body (JSON text).
     pub body: String,
 }
 

@@ -80,6 +80,14 @@ macro_rules! prefixed_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The 128-bit value of the id's hex digits: ids compare as
+            /// their values do, so an id source can mint one above it.
+            pub fn value(&self) -> u128 {
+                // invariant: `parse` and `from_uuid` only build a prefix
+                // followed by exactly 32 hex digits, which always fit.
+                u128::from_str_radix(&self.0[$prefix.len()..], 16).unwrap_or(0)
+            }
         }
 
         impl fmt::Display for $name {

@@ -29,11 +29,13 @@ pub mod thread;
 pub mod time;
 pub mod title;
 
-pub use content::{Content, ContentInput, ContentPart, ContentPartInput};
+pub use content::{
+    Content, ContentInput, ContentPart, ContentPartInput, ImageDetail, ImageFilePart, ImageUrlPart,
+};
 pub use idempotency::{IdempotencyKey, RequestFingerprint, StoredResponse};
 pub use ids::{IdError, MessageId, RequestId, ThreadId, UserId};
 pub use json::{Attachments, JsonError, ToolResources};
-pub use list::{Cursor, ListError, ListParams, Order, Page, PageLimit};
+pub use list::{ListError, ListParams, Order, Page, PageLimit, PagePlan};
 pub use message::{Message, MessagePatch, NewMessage, Role};
 pub use metadata::{Metadata, MetadataError, MetadataPatch};
 pub use text::TextError;

@@ -17,9 +17,6 @@ pub enum ListError {
     /// `order` other than `asc`/`desc`.
     #[error("order must be 'asc' or 'desc'")]
     Order,
-    /// Both `after` and `before`.
-    #[error("'after' and 'before' cannot be used together")]
-    BothCursors,
     /// A cursor that is not an id of this list's kind.
     #[error("invalid cursor: {0}")]
     Cursor(#[from] IdError),
@@ -85,22 +82,14 @@ impl Order {
     }
 }
 
-/// Where a page starts: strictly after or strictly before an object, in the
-/// chosen order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cursor<I> {
-    /// The page holds the first `limit` objects past this one.
-    After(I),
-    /// The page holds the `limit` objects nearest before this one.
-    Before(I),
-}
-
-/// Validated list parameters for a list of objects identified by `I`.
+/// Validated list parameters for a list of objects identified by `I`
+/// (API.md, "Lists").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListParams<I> {
     limit: PageLimit,
     order: Order,
-    cursor: Option<Cursor<I>>,
+    after: Option<I>,
+    before: Option<I>,
 }
 
 impl<I> Default for ListParams<I> {
@@ -108,30 +97,26 @@ impl<I> Default for ListParams<I> {
         Self {
             limit: PageLimit::default(),
             order: Order::default(),
-            cursor: None,
+            after: None,
+            before: None,
         }
     }
 }
 
-/// How an adapter compares ids against the cursor.
+/// The query an adapter runs for a page: `WHERE id > above AND id < below
+/// ORDER BY id <scan> LIMIT fetch` (each bound only when present, both
+/// strict), then [`PagePlan::finish`]: keep `limit` rows (more means
+/// `has_more`) and reverse them if `reverse`. Every adapter executes this
+/// one plan, so all page alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bound {
-    /// `id > cursor`.
-    Greater,
-    /// `id < cursor`.
-    Less,
-}
-
-/// The query an adapter runs for a page: `WHERE id <bound> cursor ORDER BY
-/// id <scan> LIMIT fetch`, then truncate to `limit` (more rows than that
-/// means `has_more`), then reverse the rows if `reverse`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PagePlan {
-    /// Comparison against the cursor id, when there is a cursor.
-    pub bound: Option<Bound>,
+pub struct PagePlan<'p, I> {
+    /// Only ids greater than this one.
+    pub above: Option<&'p I>,
+    /// Only ids less than this one.
+    pub below: Option<&'p I>,
     /// The scan order of the query.
     pub scan: Order,
-    /// Rows to fetch: one more than the page to learn `has_more`.
+    /// Rows to fetch: one more than the page, to learn `has_more`.
     pub fetch: u32,
     /// Rows to keep.
     pub limit: usize,
@@ -140,27 +125,16 @@ pub struct PagePlan {
 }
 
 impl<I> ListParams<I> {
-    /// Assembles list parameters from already-typed parts.
-    ///
-    /// # Errors
-    /// [`ListError::BothCursors`] when both `after` and `before` are given.
-    pub fn new(
-        limit: PageLimit,
-        order: Order,
-        after: Option<I>,
-        before: Option<I>,
-    ) -> Result<Self, ListError> {
-        let cursor = match (after, before) {
-            (Some(_), Some(_)) => return Err(ListError::BothCursors),
-            (Some(a), None) => Some(Cursor::After(a)),
-            (None, Some(b)) => Some(Cursor::Before(b)),
-            (None, None) => None,
-        };
-        Ok(Self {
+    /// Assembles list parameters from already-typed parts. `after` and
+    /// `before` together select the objects strictly between them (API.md:
+    /// the official SDKs send both when they page on from a `before` list).
+    pub fn new(limit: PageLimit, order: Order, after: Option<I>, before: Option<I>) -> Self {
+        Self {
             limit,
             order,
-            cursor,
-        })
+            after,
+            before,
+        }
     }
 
     /// Parses raw query values; `parse_id` parses a cursor id of this list's kind.
@@ -181,7 +155,7 @@ impl<I> ListParams<I> {
         let order = order.map(Order::parse).transpose()?.unwrap_or_default();
         let after = after.map(&parse_id).transpose()?;
         let before = before.map(&parse_id).transpose()?;
-        Self::new(limit, order, after, before)
+        Ok(Self::new(limit, order, after, before))
     }
 
     /// The page size.
@@ -194,28 +168,43 @@ impl<I> ListParams<I> {
         self.order
     }
 
-    /// The cursor, if any.
-    pub fn cursor(&self) -> Option<&Cursor<I>> {
-        self.cursor.as_ref()
+    /// The `after` cursor, if any.
+    pub fn after(&self) -> Option<&I> {
+        self.after.as_ref()
+    }
+
+    /// The `before` cursor, if any.
+    pub fn before(&self) -> Option<&I> {
+        self.before.as_ref()
+    }
+
+    /// Every cursor given (none, one or two): each must name an object of
+    /// the list (API.md: else 400), deleted ones included.
+    pub fn cursors(&self) -> impl Iterator<Item = &I> {
+        self.after.iter().chain(self.before.iter())
     }
 
     /// The query plan implementing the API's paging rules.
-    pub fn plan(&self) -> PagePlan {
-        let (scan, bound, reverse) = match (&self.cursor, self.order) {
-            (None, o) => (o, None, false),
-            (Some(Cursor::After(_)), Order::Asc) => (Order::Asc, Some(Bound::Greater), false),
-            (Some(Cursor::After(_)), Order::Desc) => (Order::Desc, Some(Bound::Less), false),
-            // "Before" pages are the nearest objects on the other side of the
-            // cursor: scan away from it in the reverse order, then flip.
-            (Some(Cursor::Before(_)), Order::Asc) => {
-                (Order::Asc.reversed(), Some(Bound::Less), true)
-            }
-            (Some(Cursor::Before(_)), Order::Desc) => {
-                (Order::Desc.reversed(), Some(Bound::Greater), true)
-            }
+    ///
+    /// - no cursor: the first objects in the chosen order;
+    /// - `after`: the first objects past it in the chosen order;
+    /// - `before`: the objects nearest before it — scanned away from it in
+    ///   the reverse order, then flipped back into the chosen order;
+    /// - both: the objects strictly between them, paged from the `after`
+    ///   side (crossed or equal cursors select nothing).
+    pub fn plan(&self) -> PagePlan<'_, I> {
+        let (after, before) = (self.after.as_ref(), self.before.as_ref());
+        let (above, below) = match self.order {
+            Order::Asc => (after, before),
+            Order::Desc => (before, after),
+        };
+        let (scan, reverse) = match (after, before) {
+            (None, Some(_)) => (self.order.reversed(), true),
+            _ => (self.order, false),
         };
         PagePlan {
-            bound,
+            above,
+            below,
             scan,
             fetch: u32::from(self.limit.get()) + 1,
             limit: usize::from(self.limit.get()),
@@ -224,7 +213,7 @@ impl<I> ListParams<I> {
     }
 }
 
-impl PagePlan {
+impl<I> PagePlan<'_, I> {
     /// Turns the fetched rows (in scan order) into the page.
     pub fn finish<T>(&self, mut rows: Vec<T>) -> Page<T> {
         let has_more = rows.len() > self.limit;
@@ -269,7 +258,7 @@ mod tests {
         let p = parse(None, None, None, None).unwrap();
         assert_eq!(p.limit().get(), 20);
         assert_eq!(p.order(), Order::Desc);
-        assert_eq!(p.cursor(), None);
+        assert_eq!(p.cursors().count(), 0);
     }
 
     #[test]
@@ -283,10 +272,8 @@ mod tests {
         ] {
             assert!(parse(l, o, None, None).is_err(), "{l:?} {o:?}");
         }
-        assert_eq!(
-            parse(None, None, Some("1"), Some("2")),
-            Err(ListError::BothCursors)
-        );
+        let both = parse(None, None, Some("1"), Some("2")).unwrap();
+        assert_eq!(both.cursors().copied().collect::<Vec<_>>(), vec![1, 2]);
         assert!(matches!(
             parse(None, None, Some("x"), None),
             Err(ListError::Cursor(_))
@@ -296,17 +283,10 @@ mod tests {
     /// Runs a plan over a sorted model of ids the way an adapter's SQL would.
     fn run(ids: &[u32], p: &ListParams<u32>) -> Page<u32> {
         let plan = p.plan();
-        let cursor = p.cursor().map(|c| match c {
-            Cursor::After(i) | Cursor::Before(i) => *i,
-        });
         let mut rows: Vec<u32> = ids
             .iter()
             .copied()
-            .filter(|id| match (plan.bound, cursor) {
-                (Some(Bound::Greater), Some(c)) => *id > c,
-                (Some(Bound::Less), Some(c)) => *id < c,
-                _ => true,
-            })
+            .filter(|id| plan.above.is_none_or(|a| id > a) && plan.below.is_none_or(|b| id < b))
             .collect();
         rows.sort_unstable();
         if plan.scan == Order::Desc {
@@ -324,7 +304,7 @@ mod tests {
             let mut seen = Vec::new();
             let mut after = None;
             loop {
-                let p = ListParams::new(PageLimit::new(limit).unwrap(), order, after, None).unwrap();
+                let p = ListParams::new(PageLimit::new(limit).unwrap(), order, after, None);
                 let page = run(&ids, &p);
                 seen.extend(page.items.iter().copied());
                 if !page.has_more { break; }
@@ -339,7 +319,7 @@ mod tests {
         fn before_returns_the_nearest_objects_in_the_chosen_order(n in 1u32..40, at in 0u32..40, limit in 1i64..10, asc: bool) {
             let ids: Vec<u32> = (0..n).collect();
             let order = if asc { Order::Asc } else { Order::Desc };
-            let p = ListParams::new(PageLimit::new(limit).unwrap(), order, None, Some(at)).unwrap();
+            let p = ListParams::new(PageLimit::new(limit).unwrap(), order, None, Some(at));
             let page = run(&ids, &p);
             // Model: the objects before `at` in the chosen order, nearest `limit` of them.
             let mut in_order = ids.clone();
@@ -349,6 +329,36 @@ mod tests {
             let start = before.len().saturating_sub(limit as usize);
             prop_assert_eq!(&page.items[..], &before[start..]);
             prop_assert_eq!(page.has_more, start > 0);
+        }
+
+        /// The SDKs' iteration from a `before` list: page on with `after` =
+        /// the last id seen and the original `before` kept. The window
+        /// between the two cursors yields every object strictly between
+        /// them exactly once, in the chosen order.
+        #[test]
+        fn after_and_before_together_page_through_the_window_between_them(
+            n in 0u32..60, a in 0u32..60, b in 0u32..60, limit in 1i64..15, asc: bool,
+        ) {
+            let ids: Vec<u32> = (0..n).collect();
+            let order = if asc { Order::Asc } else { Order::Desc };
+            let mut seen = Vec::new();
+            let mut after = a;
+            loop {
+                let p = ListParams::new(PageLimit::new(limit).unwrap(), order, Some(after), Some(b));
+                let page = run(&ids, &p);
+                seen.extend(page.items.iter().copied());
+                match page.items.last() {
+                    Some(last) if page.has_more => after = *last,
+                    _ => break,
+                }
+            }
+            let mut expected: Vec<u32> = ids
+                .iter()
+                .copied()
+                .filter(|i| if asc { *i > a && *i < b } else { *i < a && *i > b })
+                .collect();
+            if !asc { expected.reverse(); }
+            prop_assert_eq!(seen, expected);
         }
     }
 }

@@ -4,28 +4,33 @@
 //! and build the request's immutable `RequestContext`; turn path, query and
 //! body into validated domain values (400/404 before any database work);
 //! run the use case through the [`Shield`]; render the OpenAI shape.
+//!
+//! Every operation takes [`Caller`] as its first argument: poem-openapi
+//! runs extractors in argument order, so the token is verified before the
+//! body extractor ([`JsonBody`], or [`NoBody`] where there is none) looks at
+//! any body (API.md "Authentication and isolation"). Keep it first.
 
 use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::Request;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::{OpenApi, Tags};
 use serde_json::Value;
 use weft_app::{App, AppError, Idempotency, Render};
 use weft_domain::{
-    IdempotencyKey, ListParams, Message, MessageId, RequestFingerprint, StoredResponse, Thread,
-    ThreadId,
+    ListParams, Message, MessageId, RequestFingerprint, StoredResponse, Thread, ThreadId,
 };
 use weft_ports::RequestContext;
 
 use crate::auth::Caller;
-use crate::body::{JsonBody, JsonText};
+use crate::body::{JsonBody, JsonText, NoBody};
 use crate::dto::{
     CreateMessageBody, CreateThreadBody, DeletedObject, MessageList, MessageObject,
     ModifyMessageBody, ModifyThreadBody, ThreadList, ThreadObject,
 };
 use crate::error::{ApiError, Target};
+use crate::headers::IdempotencyKeyHeader;
 use crate::middleware::RequestMeta;
 use crate::shield::Shield;
 
@@ -97,46 +102,26 @@ fn message_id(thread: &str, raw: &str) -> Result<MessageId, ApiError> {
     })
 }
 
-fn idempotency(
-    header: Option<String>,
-    path: &str,
-    body: &Value,
-) -> Result<Option<Idempotency>, ApiError> {
-    header
-        .map(|raw| {
-            let key =
-                IdempotencyKey::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Ok(Idempotency {
-                key,
-                fingerprint: RequestFingerprint::new("POST", path, Some(body)),
-            })
-        })
-        .transpose()
+fn idempotency(header: IdempotencyKeyHeader, path: &str, body: &Value) -> Option<Idempotency> {
+    header.0.map(|key| Idempotency {
+        key,
+        fingerprint: RequestFingerprint::new("POST", path, Some(body)),
+    })
 }
 
-/// The response a create use case returned (fresh or replayed). Only
-/// successes are ever rendered or recorded; anything else is a bug, answered
-/// as a bare 500.
-fn rendered<T>(response: StoredResponse) -> Result<JsonText<T>, ApiError> {
-    match StatusCode::from_u16(response.status) {
-        Ok(status) if status.is_success() => Ok(JsonText::new(status, response.body)),
-        _ => {
-            tracing::error!(status = response.status, "stored response is not a success");
-            Err(ApiError::internal())
-        }
-    }
+/// The response a create use case returned (fresh or replayed): only
+/// successes are recorded, and every successful create answers `200`.
+fn rendered<T>(response: StoredResponse) -> JsonText<T> {
+    JsonText::new(StatusCode::OK, response.body)
 }
 
 fn render_json<S: serde::Serialize>(value: &S) -> StoredResponse {
-    match serde_json::to_string(value) {
-        Ok(body) => StoredResponse { status: 200, body },
-        // invariant: the DTOs are plain strings, numbers, maps and JSON values,
-        // which always serialise; this arm is unreachable.
-        Err(_) => StoredResponse {
-            status: 500,
-            body: String::new(),
-        },
-    }
+    // invariant: the DTOs hold strings, integers, booleans, string-keyed
+    // maps and JSON values only; serde_json fails only on non-string map
+    // keys or a Serialize impl's own error, neither of which exists here.
+    #[allow(clippy::expect_used)]
+    let body = serde_json::to_string(value).expect("the response DTOs always serialise");
+    StoredResponse { body }
 }
 
 fn thread_renderer() -> Render<Thread> {
@@ -186,11 +171,11 @@ impl Api {
         req: &Request,
         /// Replays the first successful response for 24 h (1–255 visible ASCII characters).
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: IdempotencyKeyHeader,
         body: JsonBody<CreateThreadBody>,
     ) -> Result<JsonText<ThreadObject>, ApiError> {
         let ctx = context(req, caller);
-        let idem = idempotency(idempotency_key.0, "/v1/threads", &body.value)?;
+        let idem = idempotency(idempotency_key, "/v1/threads", &body.value);
         let cmd = body.dto.into_command()?;
         let render = thread_renderer();
         let result = self
@@ -201,7 +186,7 @@ impl Api {
                 }
             })
             .await?;
-        rendered(result)
+        Ok(rendered(result))
     }
 
     /// List threads
@@ -213,10 +198,12 @@ impl Api {
         operation_id = "listThreads",
         tag = "ApiTags::Threads"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn list_threads(
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         /// 1–100, default 20.
         limit: Query<Option<String>>,
         /// `asc` or `desc` (default).
@@ -247,6 +234,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
     ) -> Result<JsonText<ThreadObject>, ApiError> {
         let ctx = context(req, caller);
@@ -300,6 +288,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
     ) -> Result<JsonText<DeletedObject>, ApiError> {
         let ctx = context(req, caller);
@@ -330,6 +319,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
     ) -> Result<JsonText<ThreadObject>, ApiError> {
         let ctx = context(req, caller);
@@ -359,13 +349,13 @@ impl Api {
         thread_id: Path<String>,
         /// Replays the first successful response for 24 h (1–255 visible ASCII characters).
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: IdempotencyKeyHeader,
         body: JsonBody<CreateMessageBody>,
     ) -> Result<JsonText<MessageObject>, ApiError> {
         let ctx = context(req, caller);
         let id = self::thread_id(&thread_id.0)?;
         let path = format!("/v1/threads/{}/messages", id.as_str());
-        let idem = idempotency(idempotency_key.0, &path, &body.value)?;
+        let idem = idempotency(idempotency_key, &path, &body.value);
         let msg = body.dto.into_new_message()?;
         let render = message_renderer();
         let result = self
@@ -379,7 +369,7 @@ impl Api {
                 }
             })
             .await?;
-        rendered(result)
+        Ok(rendered(result))
     }
 
     /// List messages
@@ -396,6 +386,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
         /// 1–100, default 20.
         limit: Query<Option<String>>,
@@ -435,6 +426,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
         message_id: Path<String>,
     ) -> Result<JsonText<MessageObject>, ApiError> {
@@ -499,6 +491,7 @@ impl Api {
         &self,
         caller: Caller,
         req: &Request,
+        _body: NoBody,
         thread_id: Path<String>,
         message_id: Path<String>,
     ) -> Result<JsonText<DeletedObject>, ApiError> {

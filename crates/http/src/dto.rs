@@ -8,14 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use poem_openapi::types::MaybeUndefined;
-use poem_openapi::Object;
+use std::borrow::Cow;
+
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{MaybeUndefined, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{Enum, Object, Union};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_domain::{
-    Attachments, Content, ContentInput, ContentPart, ContentPartInput, CreateThread, Message,
-    MessagePatch, Metadata, MetadataPatch, NewMessage, Page, Role, Thread, ThreadPatch, Title,
-    ToolResources,
+    Attachments, Content, ContentInput, ContentPart, ContentPartInput, CreateThread, ImageDetail,
+    Message, MessagePatch, Metadata, MetadataPatch, NewMessage, Page, Role, Thread, ThreadPatch,
+    Title, ToolResources,
 };
 
 use crate::error::ApiError;
@@ -53,9 +56,10 @@ pub struct CreateThreadBody {
 pub struct CreateMessageBody {
     /// `user` or `assistant`.
     pub role: String,
-    /// A string, or an array of parts `{"type":"text","text":"…"}`; 1–256,000
-    /// characters of text in all.
-    pub content: Value,
+    /// A string (one text part), or an array of at least one part: `text`,
+    /// `image_url` or `image_file`. Each text part is non-empty; all text
+    /// parts together hold at most 256,000 characters.
+    pub content: MessageContentInput,
     /// Any JSON array, stored and returned as given (depth ≤ 32).
     #[serde(default)]
     pub attachments: Option<Value>,
@@ -126,7 +130,7 @@ impl CreateMessageBody {
     /// 400 for the first rule broken.
     pub fn into_new_message(self) -> Result<NewMessage, ApiError> {
         let role = Role::parse(&self.role).map_err(invalid)?;
-        let content = Content::parse(content_input(self.content)?).map_err(invalid)?;
+        let content = Content::parse(content_input(self.content.0)?).map_err(invalid)?;
         let attachments = match self.attachments {
             None | Some(Value::Null) => Attachments::default(),
             Some(v) => Attachments::parse(v).map_err(invalid)?,
@@ -156,6 +160,9 @@ fn content_input(v: Value) -> Result<ContentInput, ApiError> {
     }
 }
 
+/// One input part's shape: a `type` and exactly the one field that type
+/// names (API.md "Details"); an unknown `type` is left for the domain to
+/// refuse with its message.
 fn content_part(v: Value) -> Result<ContentPartInput, ApiError> {
     let Value::Object(mut part) = v else {
         return Err(ApiError::bad_request(
@@ -170,24 +177,192 @@ fn content_part(v: Value) -> Result<ContentPartInput, ApiError> {
             ))
         }
     };
-    if kind != "text" {
-        return Ok(ContentPartInput::Other(kind.chars().take(40).collect()));
-    }
-    let text = match part.remove("text") {
-        Some(Value::String(t)) => t,
-        _ => {
-            return Err(ApiError::bad_request(
-                "A 'text' content part must have a string 'text'.",
-            ))
-        }
+    let field = match kind.as_str() {
+        "text" | "image_url" | "image_file" => kind.as_str(),
+        _ => return Ok(ContentPartInput::Other(kind.chars().take(40).collect())),
+    };
+    let Some(inner) = part.remove(field) else {
+        return Err(ApiError::bad_request(format!(
+            "A '{field}' content part must have a '{field}' field."
+        )));
     };
     if let Some(extra) = part.keys().next() {
         return Err(ApiError::bad_request(format!(
-            "Unknown field '{}' in a text content part.",
+            "Unknown field '{}' in a '{field}' content part.",
             extra.chars().take(64).collect::<String>()
         )));
     }
-    Ok(ContentPartInput::Text(text))
+    let shape = |e: serde_json::Error| {
+        ApiError::bad_request(format!("Invalid '{field}' in a content part: {e}."))
+    };
+    match field {
+        "text" => match inner {
+            Value::String(t) => Ok(ContentPartInput::Text(t)),
+            _ => Err(ApiError::bad_request(
+                "A 'text' content part must have a string 'text'.",
+            )),
+        },
+        "image_url" => {
+            let i: ImageUrlInput = serde_json::from_value(inner).map_err(shape)?;
+            Ok(ContentPartInput::ImageUrl {
+                url: i.url,
+                detail: i.detail,
+            })
+        }
+        _ => {
+            let i: ImageFileInput = serde_json::from_value(inner).map_err(shape)?;
+            Ok(ContentPartInput::ImageFile {
+                file_id: i.file_id,
+                detail: i.detail,
+            })
+        }
+    }
+}
+
+/// `detail` of an image part: how closely a model should look.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ImageDetailDoc {
+    /// The model chooses (the default).
+    Auto,
+    /// Low resolution.
+    Low,
+    /// High resolution.
+    High,
+}
+
+/// The object of an `image_url` part, on input.
+#[derive(Debug, Deserialize, Object)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct ImageUrlInput {
+    /// 1–8,192 characters (a URL or a data URL); Weft fetches nothing.
+    #[oai(validator(min_length = 1, max_length = 8192))]
+    pub url: String,
+    // Parsed as a plain string so the domain alone judges it; the schema
+    // shows `detail_doc` under this name instead.
+    #[serde(default)]
+    #[oai(skip)]
+    #[allow(missing_docs)]
+    pub detail: Option<String>,
+    /// `auto` (the default), `low` or `high`.
+    #[serde(skip)]
+    #[oai(rename = "detail")]
+    pub detail_doc: Option<ImageDetailDoc>,
+}
+
+/// The object of an `image_file` part, on input.
+#[derive(Debug, Deserialize, Object)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct ImageFileInput {
+    /// 1–128 characters; Weft does not look the file up.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub file_id: String,
+    // As in `ImageUrlInput`.
+    #[serde(default)]
+    #[oai(skip)]
+    #[allow(missing_docs)]
+    pub detail: Option<String>,
+    /// `auto` (the default), `low` or `high`.
+    #[serde(skip)]
+    #[oai(rename = "detail")]
+    pub detail_doc: Option<ImageDetailDoc>,
+}
+
+// The three part shapes below only document the input; `content_part`
+// parses it, so a broken part gets a precise 400 sentence.
+
+/// A text part: `{"type":"text","text":"…"}`.
+#[derive(Debug, Object)]
+pub struct TextPartInput {
+    /// Non-empty text.
+    pub text: String,
+}
+
+/// An image named by URL: `{"type":"image_url","image_url":{…}}`.
+#[derive(Debug, Object)]
+pub struct ImageUrlPartInput {
+    /// The image's URL and detail.
+    pub image_url: ImageUrlInput,
+}
+
+/// An image named by an uploaded file's id: `{"type":"image_file","image_file":{…}}`.
+#[derive(Debug, Object)]
+pub struct ImageFilePartInput {
+    /// The file's id and detail.
+    pub image_file: ImageFileInput,
+}
+
+/// One content part of a new message, by `type`.
+#[derive(Debug, Union)]
+#[oai(discriminator_name = "type", one_of)]
+pub enum ContentPartInputDoc {
+    /// A text part.
+    #[oai(mapping = "text")]
+    Text(TextPartInput),
+    /// An image by URL.
+    #[oai(mapping = "image_url")]
+    ImageUrl(ImageUrlPartInput),
+    /// An image by uploaded file id.
+    #[oai(mapping = "image_file")]
+    ImageFile(ImageFilePartInput),
+}
+
+/// A message's `content` as sent: kept as raw JSON so [`content_input`]
+/// can say exactly what is wrong. Documented as a string or an array of
+/// [`ContentPartInputDoc`] (at least one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct MessageContentInput(pub Value);
+
+impl Type for MessageContentInput {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Value;
+    type RawElementValueType = Value;
+
+    fn name() -> Cow<'static, str> {
+        "MessageContentInput".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let parts = MetaSchema {
+            items: Some(Box::new(ContentPartInputDoc::schema_ref())),
+            min_items: Some(1),
+            ..MetaSchema::new("array")
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![
+                MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                MetaSchemaRef::Inline(Box::new(parts)),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn register(registry: &mut Registry) {
+        ContentPartInputDoc::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Value> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for MessageContentInput {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(Self(value.unwrap_or_default()))
+    }
+}
+
+impl ToJSON for MessageContentInput {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
 }
 
 fn metadata_patch(
@@ -279,15 +454,104 @@ pub struct TextContent {
     pub annotations: Vec<Value>,
 }
 
-/// One content part of a message: `{"type":"text","text":{…}}`.
+/// `{"type":"text","text":{…}}`.
 #[derive(Debug, Clone, Serialize, Object)]
-pub struct ContentPartObject {
-    /// Always `text`.
-    #[serde(rename = "type")]
-    #[oai(rename = "type")]
-    pub kind: String,
+pub struct TextPartObject {
     /// The text and its annotations.
     pub text: TextContent,
+}
+
+/// The object of a returned `image_url` part.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ImageUrlObject {
+    /// As given.
+    pub url: String,
+    /// As given, `auto` when it was not.
+    pub detail: ImageDetailDoc,
+}
+
+/// `{"type":"image_url","image_url":{…}}`.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ImageUrlPartObject {
+    /// The URL and detail.
+    pub image_url: ImageUrlObject,
+}
+
+/// The object of a returned `image_file` part.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ImageFileObject {
+    /// As given.
+    pub file_id: String,
+    /// As given, `auto` when it was not.
+    pub detail: ImageDetailDoc,
+}
+
+/// `{"type":"image_file","image_file":{…}}`.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ImageFilePartObject {
+    /// The file id and detail.
+    pub image_file: ImageFileObject,
+}
+
+/// One content part of a message, in OpenAI's form, by `type`.
+#[derive(Debug, Clone, Serialize, Union)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[oai(discriminator_name = "type", one_of)]
+pub enum ContentPartObject {
+    /// A text part.
+    #[oai(mapping = "text")]
+    Text(TextPartObject),
+    /// An image by URL.
+    #[oai(mapping = "image_url")]
+    ImageUrl(ImageUrlPartObject),
+    /// An image by uploaded file id.
+    #[oai(mapping = "image_file")]
+    ImageFile(ImageFilePartObject),
+}
+
+impl Serialize for ImageDetailDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Self::Auto => "auto",
+            Self::Low => "low",
+            Self::High => "high",
+        })
+    }
+}
+
+impl From<ImageDetail> for ImageDetailDoc {
+    fn from(d: ImageDetail) -> Self {
+        match d {
+            ImageDetail::Auto => Self::Auto,
+            ImageDetail::Low => Self::Low,
+            ImageDetail::High => Self::High,
+        }
+    }
+}
+
+impl From<&ContentPart> for ContentPartObject {
+    fn from(p: &ContentPart) -> Self {
+        match p {
+            ContentPart::Text { text } => Self::Text(TextPartObject {
+                text: TextContent {
+                    value: text.value.clone(),
+                    annotations: Vec::new(),
+                },
+            }),
+            ContentPart::ImageUrl { image_url } => Self::ImageUrl(ImageUrlPartObject {
+                image_url: ImageUrlObject {
+                    url: image_url.url.clone(),
+                    detail: image_url.detail.into(),
+                },
+            }),
+            ContentPart::ImageFile { image_file } => Self::ImageFile(ImageFilePartObject {
+                image_file: ImageFileObject {
+                    file_id: image_file.file_id.clone(),
+                    detail: image_file.detail.into(),
+                },
+            }),
+        }
+    }
 }
 
 /// A message, in the OpenAI shape.
@@ -311,7 +575,7 @@ pub struct MessageObject {
     pub incomplete_at: Option<i64>,
     /// `user` or `assistant`.
     pub role: String,
-    /// The text parts.
+    /// The parts, in order: text and images.
     pub content: Vec<ContentPartObject>,
     /// Always `null`.
     pub assistant_id: Option<String>,
@@ -339,13 +603,7 @@ impl From<&Message> for MessageObject {
                 .content
                 .parts()
                 .iter()
-                .map(|ContentPart::Text { text }| ContentPartObject {
-                    kind: "text".to_owned(),
-                    text: TextContent {
-                        value: text.value.clone(),
-                        annotations: Vec::new(),
-                    },
-                })
+                .map(ContentPartObject::from)
                 .collect(),
             assistant_id: None,
             run_id: None,
@@ -443,22 +701,69 @@ mod tests {
         .is_err());
     }
 
+    fn message(c: Value) -> Result<NewMessage, ApiError> {
+        serde_json::from_value::<CreateMessageBody>(json!({"role": "user", "content": c}))
+            .unwrap()
+            .into_new_message()
+    }
+
     #[test]
-    fn content_accepts_a_string_or_text_parts_only() {
-        let ok = |c: Value| {
-            serde_json::from_value::<CreateMessageBody>(json!({"role": "user", "content": c}))
-                .unwrap()
-                .into_new_message()
-        };
-        assert!(ok(json!("hi")).is_ok());
+    fn content_accepts_a_string_text_parts_and_image_parts() {
+        assert!(message(json!("hi")).is_ok());
+        assert!(message(
+            json!([{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}])
+        )
+        .is_ok());
+        assert!(message(json!([{"type": "image_url", "image_url": {"url": "x"}}])).is_ok());
         assert!(
-            ok(json!([{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}])).is_ok()
+            message(json!([{"type": "image_url", "image_url": {"url": "x", "detail": null}}]))
+                .is_ok()
         );
-        assert!(ok(json!([{"type": "image_url", "image_url": {"url": "x"}}])).is_err());
-        assert!(ok(json!([{"type": "text", "text": {"value": "x"}}])).is_err());
-        assert!(ok(json!(42)).is_err());
-        assert!(ok(json!("")).is_err());
-        assert!(ok(json!([])).is_err());
+        assert!(message(
+            json!([{"type": "image_file", "image_file": {"file_id": "f", "detail": "low"}}])
+        )
+        .is_ok());
+        for bad in [
+            json!([{"type": "text", "text": {"value": "x"}}]),
+            json!([{"type": "text"}]),
+            json!([{"type": "text", "text": "x", "image_url": {"url": "x"}}]),
+            json!([{"type": "image_url", "image_url": "https://x"}]),
+            json!([{"type": "image_url", "image_url": {"url": "x", "detail": "auto", "size": 1}}]),
+            json!([{"type": "image_url", "image_url": {"url": 5}}]),
+            json!([{"type": "image_url", "image_url": {}}]),
+            json!([{"type": "image_file", "image_file": {"file_id": "f", "detail": "medium"}}]),
+            json!([{"type": "image_file", "file_id": "f"}]),
+            json!([{"type": "input_audio", "input_audio": {}}]),
+            json!(42),
+            json!(""),
+            json!([]),
+        ] {
+            assert!(message(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_parts_are_returned_in_openais_form() {
+        let msg = message(json!([
+            {"type": "image_url", "image_url": {"url": "https://x/a.png"}},
+            {"type": "image_file", "image_file": {"file_id": "file-1", "detail": "high"}},
+            {"type": "text", "text": "caption"}
+        ]))
+        .unwrap();
+        let parts: Vec<Value> = msg
+            .content
+            .parts()
+            .iter()
+            .map(|p| serde_json::to_value(ContentPartObject::from(p)).unwrap())
+            .collect();
+        assert_eq!(
+            parts,
+            vec![
+                json!({"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "auto"}}),
+                json!({"type": "image_file", "image_file": {"file_id": "file-1", "detail": "high"}}),
+                json!({"type": "text", "text": {"value": "caption", "annotations": []}}),
+            ]
+        );
     }
 
     #[test]

@@ -8,9 +8,12 @@
 
 use std::fmt;
 
+use poem::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use poem::http::StatusCode;
 use poem::{error::ResponseError, Response};
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde::Serialize;
@@ -43,6 +46,37 @@ const INTERNAL_MESSAGE: &str =
     "The server had an error while processing your request. It changed nothing; please retry.";
 /// The sentence every 503 carries.
 const UNAVAILABLE_MESSAGE: &str = "The database is unavailable or busy right now. Please retry (with the same Idempotency-Key for creates).";
+
+/// The header that tells the official SDKs not to retry (they otherwise
+/// retry 409 and some 4xx; API.md "Safety guarantees").
+pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// `Retry-After` of every 503, in seconds: the causes (a pool queue, a
+/// database restart, the body budget) pass in about that time, and the
+/// SDKs honour the header over their own backoff.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The retry hints of API.md "Safety guarantees", the one place they are
+/// decided: every `4xx` except `408` and `429` carries
+/// `x-should-retry: false`, every `503` carries `Retry-After`.
+pub fn apply_retry_hints(resp: &mut Response) {
+    let status = resp.status();
+    if status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        resp.headers_mut()
+            .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE && !resp.headers().contains_key(RETRY_AFTER) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+}
+
+/// The sentence of a 503 for the in-flight body budget.
+const BODIES_BUSY_MESSAGE: &str =
+    "The server is reading too many request bodies right now. It changed nothing; please retry shortly.";
 
 /// What a handler answers when it fails: a status, a safe message and an
 /// optional OpenAI error code. Built only through the constructors below,
@@ -122,15 +156,54 @@ impl ApiError {
         )
     }
 
-    /// `415`: a body that is not JSON.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// `415`: a body that is not JSON. `content_type` is the value when it
+    /// is printable, `None` when it was repeated or held other bytes.
+    pub fn unsupported_media_type(content_type: Option<&str>) -> Self {
+        let message = match content_type {
+            Some(ct) => format!(
+                "Unsupported Content-Type '{}'; send 'application/json'.",
+                shorten(ct)
+            ),
+            None => {
+                "Unsupported Content-Type: send one 'application/json' header in visible ASCII."
+                    .to_owned()
+            }
+        };
+        Self::client(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    }
+
+    /// `415`: a `Content-Encoding` other than one of `identity`, `gzip`,
+    /// `x-gzip`; `None` when it was repeated or held other bytes.
+    pub fn unsupported_encoding(coding: Option<&str>) -> Self {
+        let shown = coding.map_or_else(String::new, |c| format!(" '{}'", shorten(c)));
         Self::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "Unsupported Content-Type '{}'; send 'application/json'.",
-                shorten(content_type)
+                "Unsupported Content-Encoding{shown}; send one of 'identity', 'gzip' or 'x-gzip', once."
             ),
         )
+    }
+
+    /// `408`: the body did not arrive within `timeout` of the headers
+    /// (`WEFT_BODY_TIMEOUT_MS`). Retryable, so no `x-should-retry: false`.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self::client(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "The request body did not arrive within {} ms of its headers.",
+                timeout.as_millis()
+            ),
+        )
+    }
+
+    /// `503`: the bodies being read already hold the in-flight budget
+    /// (`WEFT_MAX_INFLIGHT_BODY_BYTES`). Carries `Retry-After` like every 503.
+    pub fn bodies_busy() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: BODIES_BUSY_MESSAGE.to_owned(),
+            code: None,
+        }
     }
 
     /// `500`, after the caller logged the cause.
@@ -217,10 +290,12 @@ impl ApiError {
                 r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#
                     .to_owned()
             });
-        Response::builder()
+        let mut resp = Response::builder()
             .status(self.status)
             .content_type("application/json; charset=utf-8")
-            .body(body)
+            .body(body);
+        apply_retry_hints(&mut resp);
+        resp
     }
 
     /// Turns any error poem or poem-openapi raised (router, extractors,
@@ -282,25 +357,38 @@ impl ResponseError for ApiError {
 /// the envelope schema, so the OpenAPI document matches behaviour.
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let doc: [(u16, &'static str); 9] = [
+        let doc: [(u16, &'static str); 10] = [
             (
                 400,
-                "Malformed JSON, wrong types, unknown fields, broken limits, bad query values",
+                "Malformed JSON, wrong types, unknown fields, broken limits, bad query values, a bad Idempotency-Key, a body labelled gzip that is not",
             ),
             (
                 401,
-                "Missing or invalid bearer token (code `invalid_api_key`)",
+                "Missing or invalid bearer token (code `invalid_api_key`); checked before any byte of the body is read",
             ),
             (404, "Unknown, foreign or deleted id"),
             (405, "Wrong method on a known route"),
             (
+                408,
+                "The body did not arrive within WEFT_BODY_TIMEOUT_MS (default 30 s) of the headers",
+            ),
+            (
                 409,
                 "Idempotency-Key reused with another path or body (code `idempotency_key_reused`)",
             ),
-            (413, "Request body over 1 MiB"),
-            (415, "A body whose Content-Type is not JSON"),
+            (
+                413,
+                "Request body over WEFT_MAX_BODY_BYTES (default 4 MiB), counted after decoding",
+            ),
+            (
+                415,
+                "A body whose Content-Type is not JSON, or whose Content-Encoding is not one of identity, gzip, x-gzip",
+            ),
             (500, "Anything else; nothing was changed"),
-            (503, "The database is unavailable, busy or timed out"),
+            (
+                503,
+                "The database is unavailable, busy or timed out, or the server is reading too many bodies; retry after Retry-After seconds",
+            ),
         ];
         MetaResponses {
             responses: doc
@@ -313,7 +401,7 @@ impl ApiResponse for ApiError {
                         content_type: "application/json; charset=utf-8",
                         schema: envelope_schema(),
                     }],
-                    headers: vec![],
+                    headers: hint_headers(status),
                 })
                 .collect(),
         }
@@ -326,6 +414,31 @@ impl ApiResponse for ApiError {
 
 fn envelope_schema() -> MetaSchemaRef {
     ErrorEnvelope::schema_ref()
+}
+
+/// The retry-hint headers [`apply_retry_hints`] puts on `status`, for the
+/// OpenAPI document.
+fn hint_headers(status: u16) -> Vec<MetaHeader> {
+    let header = |name: &str, description: &str, ty: &'static str| MetaHeader {
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        required: true,
+        deprecated: false,
+        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty))),
+    };
+    match status {
+        400..=499 if status != 408 && status != 429 => vec![header(
+            "x-should-retry",
+            "Always `false`: retrying the same request cannot succeed.",
+            "string",
+        )],
+        503 => vec![header(
+            "Retry-After",
+            "Seconds to wait before retrying.",
+            "integer",
+        )],
+        _ => vec![],
+    }
 }
 
 /// Client input echoed in messages is cut short so an error cannot be used
@@ -366,6 +479,38 @@ mod tests {
             ApiError::unavailable().envelope().error.kind,
             "server_error"
         );
+    }
+
+    #[test]
+    fn client_errors_say_do_not_retry_except_408_and_429_and_503_says_when() {
+        for status in [400u16, 401, 404, 405, 409, 413, 415, 422] {
+            let resp = ApiError::client(StatusCode::from_u16(status).unwrap(), "x")
+                .into_envelope_response();
+            assert_eq!(resp.headers()[SHOULD_RETRY], "false", "{status}");
+            assert!(!resp.headers().contains_key(RETRY_AFTER));
+        }
+        let reused = ApiError::from_app(AppError::IdempotencyKeyReused, Target::Thread("t"));
+        assert_eq!(
+            reused.into_envelope_response().headers()[SHOULD_RETRY],
+            "false"
+        );
+        for e in [
+            ApiError::body_timeout(std::time::Duration::from_secs(1)),
+            ApiError::client(StatusCode::TOO_MANY_REQUESTS, "slow down"),
+            ApiError::internal(),
+        ] {
+            let resp = e.into_envelope_response();
+            assert!(
+                !resp.headers().contains_key(SHOULD_RETRY),
+                "{}",
+                resp.status()
+            );
+        }
+        for e in [ApiError::unavailable(), ApiError::bodies_busy()] {
+            let resp = e.into_envelope_response();
+            assert_eq!(resp.headers()[RETRY_AFTER], "1");
+            assert!(!resp.headers().contains_key(SHOULD_RETRY));
+        }
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! - [`routes`]: [`routes::routes`] assembles the whole HTTP surface from an
 //!   [`routes::HttpConfig`].
 //! - [`auth`]: HS256 bearer tokens; the poem-openapi security scheme.
-//! - [`middleware`]: the edge every request passes — request id, span, body
-//!   limit, error envelope, metrics, cancellation count.
-//! - [`body`]: the body limit, the JSON request extractor, pre-rendered responses.
+//! - [`middleware`]: the edge every request passes — request id, span,
+//!   error envelope, retry hints, metrics, cancellation count. It never reads a body.
+//! - [`body`]: the body pipeline (after the token check: media type,
+//!   encoding, gzip, size limit, body timeout, in-flight budget), the JSON
+//!   request extractor, pre-rendered responses.
+//! - [`headers`]: every request header Weft interprets, read as bytes by rule.
 //! - [`dto`]: wire shapes and their conversion into domain commands.
 //! - [`api`]: the `/v1` operations.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the [`ops::Health`] port
@@ -31,6 +34,7 @@ pub mod auth;
 pub mod body;
 pub mod dto;
 pub mod error;
+pub mod headers;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;

@@ -1,21 +1,26 @@
 //! The edge: the one middleware every request passes through first.
 //!
 //! In order, per request: choose the request id (the client's if sane),
-//! open the request's tracing span, read the body within the 1 MiB limit,
-//! call the routes, turn any error — ours, poem's, poem-openapi's — into the
-//! OpenAI envelope, stamp `x-request-id`, record metrics, and count the
+//! open the request's tracing span, call the routes, turn any error —
+//! ours, poem's, poem-openapi's — into the OpenAI envelope, stamp
+//! `x-request-id` and the retry hints, record metrics, and count the
 //! request as cancelled if its future is dropped before all that finished.
+//!
+//! It never reads the body: a `/v1` body is read only by the operation's
+//! body extractor, after the token was verified (`body.rs`). It only taps
+//! it, to drain (and discard, bounded) whatever the routes left unread once
+//! the answer is ready.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
-use uuid::Uuid;
 use weft_domain::RequestId;
 
-use crate::body::{read_limited, BodyError};
-use crate::error::ApiError;
+use crate::error::{apply_retry_hints, ApiError};
 use crate::metrics::{route_template, Metrics};
 
 /// The request-id header, on every request and response.
@@ -28,6 +33,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestMeta {
     /// The correlation id echoed in `x-request-id`.
     pub request_id: RequestId,
+    /// When its headers had arrived: the body timeout counts from here.
+    pub received: Instant,
     /// When the request's work should be done by.
     pub deadline: Instant,
 }
@@ -37,6 +44,8 @@ pub struct RequestMeta {
 pub struct Edge {
     metrics: Metrics,
     request_timeout: Duration,
+    /// Bounds the bodies drained after their answer (`body::MAX_CONCURRENT_DRAINS`).
+    drains: Arc<Semaphore>,
 }
 
 impl Edge {
@@ -45,6 +54,7 @@ impl Edge {
         Self {
             metrics,
             request_timeout,
+            drains: Arc::new(Semaphore::new(crate::body::MAX_CONCURRENT_DRAINS)),
         }
     }
 }
@@ -98,10 +108,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let started = Instant::now();
-        let request_id = req
-            .header(REQUEST_ID.as_str())
-            .and_then(|v| RequestId::parse(v).ok())
-            .unwrap_or_else(|| RequestId::from_uuid(Uuid::now_v7()));
+        let request_id = crate::headers::request_id(req.headers());
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let route = route_template(&path);
@@ -121,39 +128,35 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             finished: false,
         };
 
+        // The routes read the body (or not) through the tap; what they leave
+        // unread is drained after the answer so a client still sending gets
+        // to read it (a 401 sent before a large body, a 413, a 503).
+        let expects_continue = req
+            .headers()
+            .get(poem::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (body, leftover) = crate::body::tap(req.take_body(), expects_continue);
+        req.set_body(body);
+        req.extensions_mut().insert(RequestMeta {
+            request_id: request_id.clone(),
+            received: started,
+            deadline: started + self.edge.request_timeout,
+        });
         let handled = async {
-            match read_limited(req.take_body()).await {
-                Err(BodyError::Interrupted) => {
-                    // The client broke off mid-body: it is gone, which is a cancellation.
-                    self.edge.metrics.request_cancelled();
-                    tracing::info!("request body interrupted; client gone");
-                    ApiError::from(BodyError::Interrupted).into_envelope_response()
-                }
-                Err(e) => ApiError::from(e).into_envelope_response(),
-                Ok(bytes) if !bytes.is_empty() && !has_json_content_type(&req) => {
-                    // Any body Weft reads is JSON; refuse the others uniformly,
-                    // also on operations that take no body.
-                    let ct = req.content_type().unwrap_or_default().to_owned();
-                    ApiError::unsupported_media_type(&ct).into_envelope_response()
-                }
-                Ok(bytes) => {
-                    req.set_body(bytes);
-                    req.extensions_mut().insert(RequestMeta {
-                        request_id: request_id.clone(),
-                        deadline: started + self.edge.request_timeout,
-                    });
-                    match self.inner.call(req).await {
-                        Ok(out) => ensure_envelope(out.into_response(), &method, &path),
-                        Err(e) => ApiError::from_poem(e, &method, &path).into_envelope_response(),
-                    }
-                }
+            match self.inner.call(req).await {
+                Ok(out) => ensure_envelope(out.into_response(), &method, &path),
+                Err(e) => ApiError::from_poem(e, &method, &path).into_envelope_response(),
             }
         };
         let mut resp = handled.instrument(span.clone()).await;
+        leftover.drain_in_background(&self.edge.drains);
 
         if let Ok(v) = HeaderValue::from_str(request_id.as_str()) {
             resp.headers_mut().insert(REQUEST_ID, v);
         }
+        // Also for answers that did not come through the envelope (none
+        // should; this keeps the rule true for any that would).
+        apply_retry_hints(&mut resp);
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
         self.edge
@@ -169,13 +172,6 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         guard.finish();
         Ok(resp)
     }
-}
-
-/// Whether the request's body may be read as JSON: a JSON `Content-Type`,
-/// or none at all (API.md: a missing `Content-Type` is read as JSON).
-fn has_json_content_type(req: &Request) -> bool {
-    req.content_type()
-        .is_none_or(crate::body::is_json_content_type)
 }
 
 /// A response that is an error but not JSON (an inner component answered

@@ -13,6 +13,7 @@ use weft_app::App;
 
 use crate::api::Api;
 use crate::auth::TokenKeys;
+use crate::body::{BodyConfig, BodyReader};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::Edge;
@@ -36,6 +37,10 @@ pub struct HttpConfig {
     /// Deadline of each request's work, from its headers
     /// (`WEFT_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
+    /// How request bodies are read: size limit after decoding, body
+    /// timeout, in-flight budget (`WEFT_MAX_BODY_BYTES`,
+    /// `WEFT_BODY_TIMEOUT_MS`, `WEFT_MAX_INFLIGHT_BODY_BYTES`).
+    pub body: BodyConfig,
 }
 
 /// The routes of API.md, ready to serve.
@@ -60,6 +65,7 @@ pub fn routes(cfg: HttpConfig) -> BoxEndpoint<'static, Response> {
         .nest("/docs", docs)
         .nest("/", api)
         .data(cfg.keys)
+        .data(BodyReader::new(cfg.body, Some(cfg.metrics.clone())))
         .data(ops)
         .with(CatchPanic::new().with_handler(|_| {
             tracing::error!("handler panicked; answering 500");

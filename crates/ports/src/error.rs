@@ -43,9 +43,4 @@ impl PortError {
     pub fn unavailable(e: impl Into<BoxError>) -> Self {
         Self::Unavailable(e.into())
     }
-
-    /// Whether this error allows retrying the whole unit of work.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Conflict)
-    }
 }

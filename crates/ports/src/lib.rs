@@ -27,6 +27,6 @@ pub use services::{
     Clock, IdSource, NoopObserver, TitleError, TitleGenerator, TxObserver, TxOutcome,
 };
 pub use uow::{
-    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository,
+    Appended, IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository,
     UnitOfWork, UnitOfWorkFactory,
 };

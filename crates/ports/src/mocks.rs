@@ -9,7 +9,8 @@ use weft_domain::{
 };
 
 use crate::uow::{
-    IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository, UnitOfWork,
+    Appended, IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository,
+    UnitOfWork,
 };
 use crate::PortError;
 
@@ -22,11 +23,12 @@ mockall::mock! {
 
     #[async_trait]
     impl ThreadRepository for UnitOfWork {
+        async fn lock_thread_sequence(&mut self) -> Result<Option<ThreadId>, PortError>;
         async fn insert_thread(&mut self, thread: &Thread) -> Result<(), PortError>;
         async fn get_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError>;
         async fn lock_thread(&mut self, id: &ThreadId) -> Result<Thread, PortError>;
         async fn update_thread(&mut self, thread: &Thread) -> Result<(), PortError>;
-        async fn touch_thread(&mut self, id: &ThreadId, delta: i64, at: Timestamp) -> Result<(), PortError>;
+        async fn adjust_message_count(&mut self, id: &ThreadId, delta: i64, at: Timestamp) -> Result<(), PortError>;
         async fn archive_thread(&mut self, id: &ThreadId, at: Timestamp) -> Result<(), PortError>;
         async fn list_threads(&mut self, params: &ListParams<ThreadId>) -> Result<Page<Thread>, PortError>;
     }
@@ -34,6 +36,7 @@ mockall::mock! {
     #[async_trait]
     impl MessageRepository for UnitOfWork {
         async fn insert_messages(&mut self, messages: &[Message]) -> Result<(), PortError>;
+        async fn append_message(&mut self, message: &Message) -> Result<Appended, PortError>;
         async fn get_message(&mut self, thread_id: &ThreadId, id: &MessageId) -> Result<Message, PortError>;
         async fn lock_message(&mut self, thread_id: &ThreadId, id: &MessageId) -> Result<Message, PortError>;
         async fn update_message(&mut self, message: &Message) -> Result<(), PortError>;

@@ -11,13 +11,20 @@ pub trait Clock: Send + Sync {
 }
 
 /// Mints ids. Implementations MUST return ids that sort in creation order
-/// within the process (e.g. monotonic UUIDv7) and never repeat.
+/// within the process (e.g. monotonic UUIDv7), never repeat, and are
+/// greater than the `above` id they are given: the storage's newest id,
+/// which another process may have minted with a clock ahead of ours (the
+/// unit-of-work contract's rule 8 relies on it).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait IdSource: Send + Sync {
-    /// A fresh thread id.
-    fn thread_id(&self) -> ThreadId;
-    /// A fresh message id.
-    fn message_id(&self) -> MessageId;
+    /// A fresh thread id, greater than `above` when given.
+    // The named lifetimes are mockall's need (it cannot mock an elided
+    // lifetime inside an Option).
+    #[allow(clippy::needless_lifetimes)]
+    fn thread_id<'a>(&self, above: Option<&'a ThreadId>) -> ThreadId;
+    /// A fresh message id, greater than `above` when given.
+    #[allow(clippy::needless_lifetimes)]
+    fn message_id<'a>(&self, above: Option<&'a MessageId>) -> MessageId;
 }
 
 /// The title generator could not produce a title.

@@ -16,8 +16,17 @@
 //! 5. Transient conflicts surface as [`PortError::Conflict`], and only when
 //!    the transaction certainly did not commit.
 //! 6. Every transaction is bounded in time by the adapter (statement
-//!    timeout, idle-in-transaction backstop).
+//!    timeout, idle-in-transaction backstop), never past the request's
+//!    deadline ([`RequestContext::deadline`]).
 //! 7. A [`Mode::ReadOnly`] unit of work cannot write: writes fail.
+//! 8. Ids become visible in id order: within one owner's threads, and
+//!    within one thread's messages, a transaction that creates an object
+//!    commits after every transaction that created a smaller id. Adapters
+//!    keep it with a per-owner thread sequence
+//!    ([`ThreadRepository::lock_thread_sequence`]) and a per-thread newest
+//!    message id ([`MessageRepository::append_message`]), so a pager that
+//!    passed an id never meets a smaller one later (API.md, "Lists": every
+//!    object exactly once), whichever process minted the ids.
 
 use async_trait::async_trait;
 use weft_domain::{
@@ -56,10 +65,25 @@ pub trait UnitOfWorkFactory: Send + Sync {
 /// Threads of the unit of work's owner.
 #[async_trait]
 pub trait ThreadRepository: Send {
-    /// Stores a new thread owned by the context's user.
+    /// Locks the owner's thread sequence until the unit of work ends and
+    /// returns the greatest thread id the owner ever created (deleted ones
+    /// included), or `None` for a new owner. A thread created in this unit
+    /// of work must have a greater id (rule 8): concurrent creates of one
+    /// owner queue here, so ids commit in order.
     ///
     /// # Errors
-    /// [`PortError::Duplicate`] when the id exists; storage errors otherwise.
+    /// Storage errors only.
+    async fn lock_thread_sequence(&mut self) -> Result<Option<ThreadId>, PortError>;
+
+    /// Stores a new thread owned by the context's user, with
+    /// `thread.message_count` as its count (its initial messages follow
+    /// through [`MessageRepository::insert_messages`]), and records its id
+    /// as the owner's newest.
+    ///
+    /// # Errors
+    /// [`PortError::Duplicate`] when the id exists; [`PortError::Unexpected`]
+    /// when the id is not above the owner's newest (the caller skipped
+    /// [`ThreadRepository::lock_thread_sequence`]); storage errors otherwise.
     async fn insert_thread(&mut self, thread: &Thread) -> Result<(), PortError>;
 
     /// Reads a live thread, with its exact live `message_count`.
@@ -77,7 +101,8 @@ pub trait ThreadRepository: Send {
 
     /// Writes a thread's mutable fields (metadata, tool resources, title,
     /// updated_at). `message_count` is not written: only
-    /// [`ThreadRepository::touch_thread`] changes it.
+    /// [`MessageRepository::append_message`] and
+    /// [`ThreadRepository::adjust_message_count`] change it.
     ///
     /// # Errors
     /// [`PortError::NotFound`] when the thread is no longer live for the owner.
@@ -92,15 +117,16 @@ pub trait ThreadRepository: Send {
     /// # Errors
     /// [`PortError::NotFound`] when missing, foreign or deleted, or when the
     /// count would go below zero (nothing is changed).
-    async fn touch_thread(
+    async fn adjust_message_count(
         &mut self,
         id: &ThreadId,
         delta: i64,
         at: Timestamp,
     ) -> Result<(), PortError>;
 
-    /// Archives a live thread and all its messages at `at`: kept in storage,
-    /// gone from every read.
+    /// Archives a live thread at `at`, in one write whatever its size: it
+    /// and all its messages are gone from every read at once (every message
+    /// read requires a live thread), and stay in storage until purged.
     ///
     /// # Errors
     /// [`PortError::NotFound`] when missing, foreign or already deleted.
@@ -117,17 +143,45 @@ pub trait ThreadRepository: Send {
     ) -> Result<Page<Thread>, PortError>;
 }
 
+/// What [`MessageRepository::append_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The message is stored, the thread's count raised by one.
+    Done,
+    /// Nothing was stored: the message's id is not above the thread's
+    /// newest message id (minted by another process, or by a request that
+    /// took the thread first). The thread is now locked for this unit of
+    /// work, so a retry with an id above `newest` succeeds.
+    Stale {
+        /// The thread's newest message id (deleted messages included).
+        newest: MessageId,
+    },
+}
+
 /// Messages of the unit of work's owner.
 #[async_trait]
 pub trait MessageRepository: Send {
-    /// Stores new messages (all of one thread, in order). Does not touch the
-    /// thread's count: callers pair it with [`ThreadRepository::touch_thread`]
-    /// or insert the thread with the count included.
+    /// Stores the initial messages of a thread inserted in this unit of
+    /// work (all of one thread, in id order) and records the last as the
+    /// thread's newest. Does not touch the thread's count: the thread was
+    /// inserted with the count included.
     ///
     /// # Errors
     /// [`PortError::NotFound`] when the thread is not live for the owner;
     /// [`PortError::Duplicate`] when an id exists.
     async fn insert_messages(&mut self, messages: &[Message]) -> Result<(), PortError>;
+
+    /// Adds one message to a live thread, atomically: stores it, raises the
+    /// thread's `message_count` by one, moves its `updated_at` to the
+    /// message's time (never backwards) and records the message as the
+    /// thread's newest — only if its id is above the thread's newest message
+    /// id (rule 8); the thread row stays locked until the unit of work
+    /// ends, so concurrent appends queue and no count is lost.
+    ///
+    /// # Errors
+    /// [`PortError::NotFound`] when the thread is missing, foreign or
+    /// deleted; [`PortError::Duplicate`] when the id exists.
+    async fn append_message(&mut self, message: &Message) -> Result<Appended, PortError>;
 
     /// Reads a live message of a live thread.
     ///

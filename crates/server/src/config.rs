@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
+use weft_http::body::BodyConfig;
 
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
 #[derive(Debug, Parser)]
@@ -106,6 +107,20 @@ pub struct ServeArgs {
     /// Deadline of one request's work, in milliseconds.
     #[arg(long, env = "WEFT_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Largest request body in bytes, counted after decoding (413 above).
+    /// The default fits one message at the 256,000-character limit in any
+    /// JSON encoding.
+    #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = weft_http::body::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// How long a request body may take to arrive after its headers, in
+    /// milliseconds (408 after).
+    #[arg(long, env = "WEFT_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Most bytes all request bodies being read may hold at once; a body
+    /// that would pass it is answered 503 with Retry-After. At least
+    /// WEFT_MAX_BODY_BYTES.
+    #[arg(long, env = "WEFT_MAX_INFLIGHT_BODY_BYTES", default_value_t = weft_http::body::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    pub max_inflight_body_bytes: usize,
 }
 
 /// Settings of `weft token`.
@@ -378,6 +393,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Deadline of one request's work.
     pub request_timeout: Duration,
+    /// How request bodies are read (size, time, in-flight memory).
+    pub body: BodyConfig,
 }
 
 #[cfg(test)]
@@ -485,12 +502,43 @@ mod tests {
     }
 
     #[test]
+    fn body_settings_are_flags_and_must_be_consistent() {
+        let cli = Cli::try_parse_from([
+            "weft",
+            "--max-body-bytes",
+            "1000",
+            "--body-timeout-ms",
+            "5",
+            "--max-inflight-body-bytes",
+            "4000",
+        ])
+        .unwrap();
+        let s = &cli.serve;
+        let body = body_config(
+            s.max_body_bytes,
+            s.body_timeout_ms,
+            s.max_inflight_body_bytes,
+        )
+        .unwrap();
+        assert_eq!(body.max_bytes, 1000);
+        assert_eq!(body.timeout, Duration::from_millis(5));
+        assert_eq!(body.max_inflight_bytes, 4000);
+        assert!(body_config(0, 1, 1).is_err());
+        assert!(body_config(1, 0, 1).is_err());
+        let e = body_config(2000, 1, 1000).unwrap_err().to_string();
+        assert!(e.contains("WEFT_MAX_INFLIGHT_BODY_BYTES"), "{e}");
+    }
+
+    #[test]
     fn the_cli_defaults_to_serve_with_the_documented_defaults() {
         let cli = Cli::try_parse_from(["weft"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.serve.database.pool_max, 16);
         assert_eq!(cli.serve.database.pg_statement_cache, Switch::On);
+        assert_eq!(cli.serve.max_body_bytes, 4_194_304);
+        assert_eq!(cli.serve.body_timeout_ms, 30_000);
+        assert_eq!(cli.serve.max_inflight_body_bytes, 268_435_456);
         let cli = Cli::try_parse_from(["weft", "token", "--user", "alice", "--ttl", "1h"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::Token(t)) if t.ttl == Duration::from_secs(3600))
@@ -507,14 +555,55 @@ pub enum ConfigError {
     /// The token secret could not be obtained.
     #[error("obtaining the JWT secret")]
     Secret(#[from] SecretError),
+    /// A body setting is out of range.
+    #[error("{0}")]
+    Body(String),
+}
+
+/// The body settings, checked: every bound positive, and the in-flight
+/// budget able to hold at least one body of the largest size.
+///
+/// # Errors
+/// [`ConfigError::Body`] naming the setting.
+pub fn body_config(
+    max_body_bytes: usize,
+    body_timeout_ms: u64,
+    max_inflight_body_bytes: usize,
+) -> Result<BodyConfig, ConfigError> {
+    if max_body_bytes == 0 {
+        return Err(ConfigError::Body(
+            "WEFT_MAX_BODY_BYTES must be at least 1".to_owned(),
+        ));
+    }
+    if body_timeout_ms == 0 {
+        return Err(ConfigError::Body(
+            "WEFT_BODY_TIMEOUT_MS must be at least 1".to_owned(),
+        ));
+    }
+    if max_inflight_body_bytes < max_body_bytes {
+        return Err(ConfigError::Body(format!(
+            "WEFT_MAX_INFLIGHT_BODY_BYTES ({max_inflight_body_bytes}) must be at least WEFT_MAX_BODY_BYTES ({max_body_bytes}), or no body of the largest size could ever be read"
+        )));
+    }
+    Ok(BodyConfig {
+        max_bytes: max_body_bytes,
+        timeout: Duration::from_millis(body_timeout_ms),
+        max_inflight_bytes: max_inflight_body_bytes,
+    })
 }
 
 impl ServeArgs {
     /// The validated settings, and where the secret came from (for the log).
     ///
     /// # Errors
-    /// [`ConfigError`] for a bad database URL or an unusable secret.
+    /// [`ConfigError`] for a bad database URL, an unusable secret or a body
+    /// setting out of range.
     pub fn settings(&self) -> Result<(Settings, SecretSource), ConfigError> {
+        let body = body_config(
+            self.max_body_bytes,
+            self.body_timeout_ms,
+            self.max_inflight_body_bytes,
+        )?;
         let database = DatabaseUrl::parse(&self.database.database_url)?;
         let (secret, source) = resolve_secret(&self.secret, &database)?;
         let settings = Settings {
@@ -526,6 +615,7 @@ impl ServeArgs {
             bind: self.bind,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            body,
         };
         Ok((settings, source))
     }

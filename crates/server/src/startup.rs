@@ -101,6 +101,7 @@ impl Application {
             health: Arc::new(store.clone()),
             metrics: metrics.clone(),
             request_timeout: settings.request_timeout,
+            body: settings.body,
         });
 
         let acceptor = TcpListener::bind(settings.bind)

@@ -1,12 +1,14 @@
-//! Idempotent creates: the key is looked up in the 24 h window and claimed
-//! in the same unit of work as what it creates; a matching retry replays the
-//! stored response and writes nothing; another request with the key is
-//! refused; losing the claim race retries, and the next attempt replays.
+//! Idempotent creates (one protocol, `weft_app::idempotency`): the key is
+//! looked up in the 24 h window, the objects are created, then the key is
+//! recorded with the rendered response — all in one unit of work; a
+//! matching retry replays the stored response and writes nothing; another
+//! request with the key is refused; losing the record race retries, and the
+//! next attempt replays.
 
 use mockall::Sequence;
 use weft_app::Idempotency;
 use weft_domain::Role;
-use weft_ports::{IdempotencyRecord, Mode, TxOutcome};
+use weft_ports::{Appended, IdempotencyRecord, Mode, TxOutcome};
 
 use crate::support::{
     create_cmd, err_kind, idem, minted_message_id, minted_thread_id, new_message, now,
@@ -40,6 +42,35 @@ fn window_start() -> weft_domain::Timestamp {
     weft_domain::Timestamp::from_unix_seconds(NOW_SECS - DAY_SECS)
 }
 
+/// Expects the writes of a thread create: the owner's thread sequence
+/// locked, the thread (the `k`-th minted id) and its messages inserted.
+fn expect_thread_writes(u: &mut weft_ports::mocks::MockUnitOfWork, seq: &mut Sequence, k: u32) {
+    u.expect_lock_thread_sequence()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|| Ok(None));
+    u.expect_lock_thread_sequence().returning(|| Ok(None));
+    u.expect_insert_thread()
+        .withf(move |t| t.id == minted_thread_id(k))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(()));
+    u.expect_insert_messages()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(()));
+}
+
+/// Expects the write of a message create: one append of the `k`-th minted
+/// message id to thread 3.
+fn expect_append(u: &mut weft_ports::mocks::MockUnitOfWork, seq: &mut Sequence, k: u32) {
+    u.expect_append_message()
+        .withf(move |m| m.thread_id == thread_id(3) && m.id == minted_message_id(k))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(Appended::Done));
+}
+
 /// Expects a lookup of [`key`] within the window, answering `found`.
 fn expect_find(
     u: &mut weft_ports::mocks::MockUnitOfWork,
@@ -55,11 +86,11 @@ fn expect_find(
 
 // ---------------------------------------------------------------- threads
 
-/// First use of a key: looked up in the 24 h window, then claimed with the
-/// rendered response and the clock's time, then the thread and its messages
-/// written — one unit of work, committed once.
+/// First use of a key: looked up in the 24 h window, then the thread and
+/// its messages written, then the key recorded with the rendered response
+/// and the clock's time — one unit of work, committed once.
 #[tokio::test]
-async fn create_thread_idempotent_claims_the_key_with_the_rendered_response_in_the_same_unit_of_work(
+async fn create_thread_idempotent_records_the_key_with_the_rendered_response_in_the_same_unit_of_work(
 ) {
     let mut h = Harness::new();
     let created = create_cmd().to_thread(minted_thread_id(1), now());
@@ -72,6 +103,7 @@ async fn create_thread_idempotent_claims_the_key_with_the_rendered_response_in_t
     h.uow(Mode::ReadWrite, End::Commit, move |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
+        expect_thread_writes(u, &mut seq, 1);
         u.expect_insert_idempotency()
             .times(1)
             .in_sequence(&mut seq)
@@ -84,15 +116,6 @@ async fn create_thread_idempotent_claims_the_key_with_the_rendered_response_in_t
                 );
                 Ok(())
             });
-        u.expect_insert_thread()
-            .withf(|t| t.id == minted_thread_id(1))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
-        u.expect_insert_messages()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
     });
     let app = h.app();
     let got = app
@@ -162,11 +185,11 @@ async fn create_thread_idempotent_retries_a_lost_claim_and_replays_the_winner() 
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
+        expect_thread_writes(u, &mut seq, 1);
         u.expect_insert_idempotency()
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Err(Fail::Duplicate.err()));
-        u.expect_insert_thread().never();
     });
     h.uow(Mode::ReadWrite, End::Commit, |u| {
         let mut seq = Sequence::new();
@@ -198,6 +221,7 @@ async fn create_thread_idempotent_refuses_the_key_after_losing_the_claim_to_anot
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
+        expect_thread_writes(u, &mut seq, 1);
         u.expect_insert_idempotency()
             .times(1)
             .in_sequence(&mut seq)
@@ -222,10 +246,11 @@ async fn create_thread_idempotent_refuses_the_key_after_losing_the_claim_to_anot
 #[tokio::test]
 async fn a_claim_lost_on_every_attempt_ends_busy() {
     let mut h = Harness::with_attempts(2);
-    for _ in 0..2 {
-        h.uow(Mode::ReadWrite, End::Rollback, |u| {
+    for k in 1..=2 {
+        h.uow(Mode::ReadWrite, End::Rollback, move |u| {
             let mut seq = Sequence::new();
             expect_find(u, &mut seq, None);
+            expect_thread_writes(u, &mut seq, k);
             u.expect_insert_idempotency()
                 .times(1)
                 .in_sequence(&mut seq)
@@ -242,8 +267,8 @@ async fn a_claim_lost_on_every_attempt_ends_busy() {
 // ---------------------------------------------------------------- messages
 
 /// First use of a key on a message: looked up in the window, the message
-/// created (count raised first), then the key claimed with the rendered
-/// message — one unit of work, committed once.
+/// appended, then the key recorded with the rendered message — one unit of
+/// work, committed once.
 #[tokio::test]
 async fn create_message_idempotent_creates_the_message_then_claims_the_key_with_its_rendered_response(
 ) {
@@ -259,16 +284,7 @@ async fn create_message_idempotent_creates_the_message_then_claims_the_key_with_
     h.uow(Mode::ReadWrite, End::Commit, move |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
-        u.expect_touch_thread()
-            .withf(|t, d, at| (t, *d, *at) == (&thread_id(3), 1, now()))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _, _| Ok(()));
-        u.expect_insert_messages()
-            .withf(|ms| ms.len() == 1 && ms[0].id == minted_message_id(1))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
+        expect_append(u, &mut seq, 1);
         u.expect_insert_idempotency()
             .times(1)
             .in_sequence(&mut seq)
@@ -300,8 +316,7 @@ async fn create_message_idempotent_replays_a_matching_record_without_touching_th
     h.uow(Mode::ReadWrite, End::Commit, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, Some(record(&key(), "the first message")));
-        u.expect_touch_thread().never();
-        u.expect_insert_messages().never();
+        u.expect_append_message().never();
         u.expect_insert_idempotency().never();
     });
     let app = h.app();
@@ -326,8 +341,7 @@ async fn create_message_idempotent_refuses_a_key_reused_with_another_request() {
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, Some(record(&other_request(), "theirs")));
-        u.expect_touch_thread().never();
-        u.expect_insert_messages().never();
+        u.expect_append_message().never();
     });
     let app = h.app();
     let r = app
@@ -354,14 +368,7 @@ async fn create_message_idempotent_rolls_back_the_message_on_a_lost_claim_and_re
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
-        u.expect_touch_thread()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _, _| Ok(()));
-        u.expect_insert_messages()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
+        expect_append(u, &mut seq, 1);
         u.expect_insert_idempotency()
             .times(1)
             .in_sequence(&mut seq)
@@ -370,8 +377,7 @@ async fn create_message_idempotent_rolls_back_the_message_on_a_lost_claim_and_re
     h.uow(Mode::ReadWrite, End::Commit, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, Some(record(&key(), "the winner's message")));
-        u.expect_touch_thread().never();
-        u.expect_insert_messages().never();
+        u.expect_append_message().never();
     });
     let app = h.app();
     let got = app
@@ -395,10 +401,10 @@ async fn a_failed_idempotent_create_does_not_claim_the_key() {
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
         let mut seq = Sequence::new();
         expect_find(u, &mut seq, None);
-        u.expect_touch_thread()
+        u.expect_append_message()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _, _| Err(Fail::NotFound.err()));
+            .returning(|_| Err(Fail::NotFound.err()));
         u.expect_insert_idempotency().never();
     });
     let app = h.app();

@@ -3,7 +3,8 @@
 
 use mockall::Sequence;
 use weft_domain::{ListParams, MessagePatch, Order, PageLimit, Role};
-use weft_ports::{Mode, TxOutcome};
+use weft_ports::mocks::MockIdSource;
+use weft_ports::{Appended, Mode, TxOutcome};
 
 use crate::support::{
     err_kind, message, message_id, metadata, metadata_patch, metadata_with, minted_message_id,
@@ -13,11 +14,11 @@ use crate::support::{
 
 // ---------------------------------------------------------------- create
 
-/// The thread's count goes up by one and its `updated_at` to now (locking
-/// the thread row) before the message is minted and inserted; the rendered
-/// message is returned.
+/// The message is minted and appended to its thread in one call (which
+/// raises the count, moves `updated_at` and locks the thread row); the
+/// rendered message is returned.
 #[tokio::test]
-async fn create_message_raises_the_thread_count_then_inserts_the_message_and_returns_it_rendered() {
+async fn create_message_appends_the_minted_message_and_returns_it_rendered() {
     let mut h = Harness::new();
     let mut expected = new_message(Role::User, "hello there").into_message(
         minted_message_id(1),
@@ -27,19 +28,10 @@ async fn create_message_raises_the_thread_count_then_inserts_the_message_and_ret
     expected.metadata = metadata(&[("lang", "en")]);
     let want = expected.clone();
     h.uow(Mode::ReadWrite, End::Commit, move |u| {
-        let mut seq = Sequence::new();
-        u.expect_touch_thread()
-            .withf(|id, delta, at| (id, *delta, *at) == (&thread_id(3), 1, now()))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _, _| Ok(()));
-        u.expect_insert_messages()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(move |ms| {
-                assert_eq!(ms, std::slice::from_ref(&want));
-                Ok(())
-            });
+        u.expect_append_message().times(1).returning(move |m| {
+            assert_eq!(m, &want);
+            Ok(Appended::Done)
+        });
     });
     let app = h.app();
     let mut msg = new_message(Role::User, "hello there");
@@ -52,40 +44,65 @@ async fn create_message_raises_the_thread_count_then_inserts_the_message_and_ret
     assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::Committed)]);
 }
 
-/// A missing thread: not found, no message id minted, nothing inserted,
-/// rolled back.
+/// When the thread's newest message id is not below the minted one
+/// (another process's clock ahead, or a concurrent request took the thread
+/// first), a new id is minted above the newest and the append is repeated
+/// in the same unit of work: ids commit in id order.
 #[tokio::test]
-async fn create_message_rolls_back_when_the_thread_is_missing() {
+async fn create_message_remints_above_a_newer_id_and_appends_again() {
     let mut h = Harness::new();
-    h.no_ids();
-    h.uow(Mode::ReadWrite, End::Rollback, |u| {
-        u.expect_touch_thread()
+    let newest = message_id(0xffff_0000);
+    let above = message_id(0xffff_0001);
+    h.ids = MockIdSource::new();
+    let mut seq = Sequence::new();
+    h.ids
+        .expect_message_id()
+        .withf(|a| a.is_none())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| minted_message_id(1));
+    let (n, a) = (newest.clone(), above.clone());
+    h.ids
+        .expect_message_id()
+        .withf(move |x| *x == Some(&n))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| a.clone());
+    let (n, a) = (newest.clone(), above.clone());
+    h.uow(Mode::ReadWrite, End::Commit, move |u| {
+        let mut seq = Sequence::new();
+        u.expect_append_message()
+            .withf(|m| m.id == minted_message_id(1))
             .times(1)
-            .returning(|_, _, _| Err(Fail::NotFound.err()));
-        u.expect_insert_messages().never();
+            .in_sequence(&mut seq)
+            .returning(move |_| Ok(Appended::Stale { newest: n.clone() }));
+        u.expect_append_message()
+            .withf(move |m| m.id == a)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(Appended::Done));
     });
     let app = h.app();
-    let r = app
+    let got = app
         .create_message(
             &h.ctx,
             thread_id(3),
             new_message(Role::User, "hi"),
             render_message(),
         )
-        .await;
-    assert_eq!(err_kind(r, "create_message"), ErrKind::NotFound);
-    assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::RolledBack)]);
+        .await
+        .unwrap();
+    assert!(got.body.contains(above.as_str()), "{}", got.body);
 }
 
-/// The count was raised but the insert failed: the whole unit of work, the
-/// count included, is rolled back.
+/// An append that fails (missing thread, lost database, anything) rolls the
+/// whole unit of work back and answers the failure's kind.
 #[tokio::test]
-async fn create_message_rolls_back_the_raised_count_when_the_insert_fails() {
+async fn create_message_rolls_back_when_the_append_fails() {
     for fail in [Fail::NotFound, Fail::Unavailable, Fail::Unexpected] {
         let mut h = Harness::new();
         h.uow(Mode::ReadWrite, End::Rollback, |u| {
-            u.expect_touch_thread().times(1).returning(|_, _, _| Ok(()));
-            u.expect_insert_messages()
+            u.expect_append_message()
                 .times(1)
                 .returning(move |_| Err(fail.err()));
         });
@@ -101,8 +118,9 @@ async fn create_message_rolls_back_the_raised_count_when_the_insert_fails() {
         assert_eq!(
             err_kind(r, "create_message"),
             fail.expected(),
-            "insert failing {fail:?}"
+            "append failing {fail:?}"
         );
+        assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::RolledBack)]);
     }
 }
 
@@ -151,8 +169,7 @@ async fn list_messages_passes_the_thread_and_parameters_through_and_returns_the_
         Order::Asc,
         None,
         Some(message_id(8)),
-    )
-    .unwrap();
+    );
     let expected = params.clone();
     h.uow(Mode::ReadOnly, End::Commit, move |u| {
         u.expect_list_messages()
@@ -287,7 +304,7 @@ async fn delete_message_locks_the_thread_archives_the_message_then_lowers_the_co
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(()));
-        u.expect_touch_thread()
+        u.expect_adjust_message_count()
             .withf(|t, delta, at| (t, *delta, *at) == (&thread_id(2), -1, now()))
             .times(1)
             .in_sequence(&mut seq)
@@ -312,7 +329,7 @@ async fn delete_message_leaves_the_count_alone_when_the_message_is_missing() {
         u.expect_archive_message()
             .times(1)
             .returning(|_, _, _| Err(Fail::NotFound.err()));
-        u.expect_touch_thread().never();
+        u.expect_adjust_message_count().never();
     });
     let app = h.app();
     let r = app
@@ -331,7 +348,7 @@ async fn delete_message_is_not_found_when_the_thread_is_missing() {
             .times(1)
             .returning(|_| Err(Fail::NotFound.err()));
         u.expect_archive_message().never();
-        u.expect_touch_thread().never();
+        u.expect_adjust_message_count().never();
     });
     let app = h.app();
     let r = app

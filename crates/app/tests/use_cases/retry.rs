@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use weft_app::RetryPolicy;
 use weft_domain::Role;
-use weft_ports::{Mode, RequestContext, TxOutcome};
+use weft_ports::{Appended, Mode, RequestContext, TxOutcome};
 
 use crate::support::{
-    create_cmd, ctx, err_kind, minted_thread_id, new_message, render_message, render_thread,
-    rendered_thread, thread_id, End, ErrKind, Fail, Harness, UseCase, ALL,
+    create_cmd, ctx, err_kind, minted_message_id, minted_thread_id, new_message, render_message,
+    render_thread, rendered_thread, thread_id, End, ErrKind, Fail, Harness, UseCase, ALL,
 };
 
 /// What the observer must see for attempts that conflicted `conflicts`
@@ -270,12 +270,14 @@ async fn a_deadline_still_ahead_allows_retries() {
 async fn a_retried_create_answers_with_what_the_committing_attempt_wrote() {
     let mut h = Harness::new();
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|t| {
             assert_eq!(t.id, minted_thread_id(1));
             Err(Fail::Conflict.err())
         });
     });
     h.uow(Mode::ReadWrite, End::Commit, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|t| {
             assert_eq!(t.id, minted_thread_id(2));
             Ok(())
@@ -294,23 +296,22 @@ async fn a_retried_create_answers_with_what_the_committing_attempt_wrote() {
     assert_eq!(got, rendered_thread(&committed));
 }
 
-/// The retried create_message writes the message once per attempt, each in
-/// its own unit of work, and touches the thread again each time.
+/// The retried create_message appends the message once per attempt, each
+/// in its own unit of work, with an id minted afresh.
 #[tokio::test]
-async fn a_retried_create_message_raises_the_count_again_in_the_fresh_unit_of_work() {
+async fn a_retried_create_message_appends_again_in_the_fresh_unit_of_work() {
     let mut h = Harness::new();
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
-        u.expect_touch_thread().times(1).returning(|_, _, _| Ok(()));
-        u.expect_insert_messages()
+        u.expect_append_message()
+            .withf(|m| m.id == minted_message_id(1))
             .times(1)
             .returning(|_| Err(Fail::Conflict.err()));
     });
     h.uow(Mode::ReadWrite, End::Commit, |u| {
-        u.expect_touch_thread()
-            .withf(|_, d, _| *d == 1)
+        u.expect_append_message()
+            .withf(|m| m.id == minted_message_id(2))
             .times(1)
-            .returning(|_, _, _| Ok(()));
-        u.expect_insert_messages().times(1).returning(|_| Ok(()));
+            .returning(|_| Ok(Appended::Done));
     });
     let app = h.app();
     app.create_message(

@@ -27,7 +27,7 @@ use weft_ports::mocks::{
     MockClock, MockIdSource, MockTitleGenerator, MockUnitOfWork, MockUnitOfWorkFactory,
 };
 use weft_ports::{
-    Mode, PortError, RequestContext, TitleError, TitleGenerator, TxObserver, TxOutcome,
+    Appended, Mode, PortError, RequestContext, TitleError, TitleGenerator, TxObserver, TxOutcome,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -179,7 +179,6 @@ pub fn idem(key: &str, body: serde_json::Value) -> Idempotency {
 /// A recorded response.
 pub fn stored(body: &str) -> StoredResponse {
     StoredResponse {
-        status: 200,
         body: body.to_owned(),
     }
 }
@@ -349,10 +348,10 @@ impl Harness {
         let mut ids = MockIdSource::new();
         let threads = AtomicU32::new(0);
         ids.expect_thread_id()
-            .returning(move || minted_thread_id(threads.fetch_add(1, Ordering::SeqCst) + 1));
+            .returning(move |_| minted_thread_id(threads.fetch_add(1, Ordering::SeqCst) + 1));
         let messages = AtomicU32::new(0);
         ids.expect_message_id()
-            .returning(move || minted_message_id(messages.fetch_add(1, Ordering::SeqCst) + 1));
+            .returning(move |_| minted_message_id(messages.fetch_add(1, Ordering::SeqCst) + 1));
         let mut titles = MockTitleGenerator::new();
         titles.expect_generate().never();
         Self {
@@ -536,14 +535,16 @@ impl Harness {
 /// One repository call a use case makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    LockThreadSequence,
     InsertThread,
     GetThread,
     LockThread,
     UpdateThread,
-    TouchThread(i64),
+    AdjustCount(i64),
     ArchiveThread,
     ListThreads,
     InsertMessages,
+    AppendMessage,
     GetMessage,
     LockMessage,
     UpdateMessage,
@@ -563,7 +564,14 @@ impl Step {
     pub fn expect(self, u: &mut MockUnitOfWork, seq: &mut Sequence, fail: Option<Fail>) {
         let r = move || -> Result<(), PortError> { fail.map_or(Ok(()), |f| Err(f.err())) };
         match self {
+            Self::LockThreadSequence => {
+                u.expect_lock_thread_sequence()
+                    .times(1)
+                    .in_sequence(seq)
+                    .returning(move || r().map(|()| None));
+            }
             Self::InsertThread => {
+                u.expect_lock_thread_sequence().returning(|| Ok(None));
                 u.expect_insert_thread()
                     .times(1)
                     .in_sequence(seq)
@@ -587,8 +595,8 @@ impl Step {
                     .in_sequence(seq)
                     .returning(move |_| r());
             }
-            Self::TouchThread(delta) => {
-                u.expect_touch_thread()
+            Self::AdjustCount(delta) => {
+                u.expect_adjust_message_count()
                     .withf(move |_, d, _| *d == delta)
                     .times(1)
                     .in_sequence(seq)
@@ -611,6 +619,12 @@ impl Step {
                     .times(1)
                     .in_sequence(seq)
                     .returning(move |_| r());
+            }
+            Self::AppendMessage => {
+                u.expect_append_message()
+                    .times(1)
+                    .in_sequence(seq)
+                    .returning(move |_| r().map(|()| Appended::Done));
             }
             Self::GetMessage => {
                 u.expect_get_message()
@@ -709,28 +723,26 @@ impl UseCase {
     pub fn steps(self) -> Vec<Step> {
         use Step::*;
         match self {
-            Self::CreateThread => vec![InsertThread, InsertMessages],
+            Self::CreateThread => vec![LockThreadSequence, InsertThread, InsertMessages],
             Self::CreateThreadIdempotent => vec![
                 FindIdempotency,
-                InsertIdempotency,
+                LockThreadSequence,
                 InsertThread,
                 InsertMessages,
+                InsertIdempotency,
             ],
             Self::GetThread => vec![GetThread],
             Self::ListThreads => vec![ListThreads],
             Self::ModifyThread => vec![LockThread, UpdateThread],
             Self::DeleteThread => vec![ArchiveThread],
-            Self::CreateMessage => vec![TouchThread(1), InsertMessages],
-            Self::CreateMessageIdempotent => vec![
-                FindIdempotency,
-                TouchThread(1),
-                InsertMessages,
-                InsertIdempotency,
-            ],
+            Self::CreateMessage => vec![AppendMessage],
+            Self::CreateMessageIdempotent => {
+                vec![FindIdempotency, AppendMessage, InsertIdempotency]
+            }
             Self::GetMessage => vec![GetMessage],
             Self::ListMessages => vec![ListMessages],
             Self::ModifyMessage => vec![LockMessage, UpdateMessage],
-            Self::DeleteMessage => vec![LockThread, ArchiveMessage, TouchThread(-1)],
+            Self::DeleteMessage => vec![LockThread, ArchiveMessage, AdjustCount(-1)],
         }
     }
 

@@ -47,6 +47,7 @@ async fn create_thread_writes_the_thread_then_its_messages_with_minted_ids_and_t
     let want = expected.clone();
     h.uow(Mode::ReadWrite, End::Commit, move |u| {
         let mut seq = Sequence::new();
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread()
             .times(1)
             .in_sequence(&mut seq)
@@ -103,6 +104,50 @@ async fn create_thread_writes_the_thread_then_its_messages_with_minted_ids_and_t
     assert_eq!(h.observed(), vec![(Mode::ReadWrite, TxOutcome::Committed)]);
 }
 
+/// The owner's thread sequence is locked before the thread's id is minted,
+/// and the id is minted above the owner's newest thread id (which another
+/// process may have minted with a clock ahead), so the owner's thread ids
+/// commit in id order.
+#[tokio::test]
+async fn create_thread_locks_the_owners_sequence_then_mints_above_its_newest() {
+    let mut h = Harness::new();
+    let newest = thread_id(0xffff_0000);
+    let above = thread_id(0xffff_0001);
+    h.ids = weft_ports::mocks::MockIdSource::new();
+    let (n, a) = (newest.clone(), above.clone());
+    h.ids
+        .expect_thread_id()
+        .withf(move |x| *x == Some(&n))
+        .times(1)
+        .returning(move |_| a.clone());
+    h.ids
+        .expect_message_id()
+        .returning(|_| minted_message_id(1));
+    let (n, a) = (newest.clone(), above.clone());
+    h.uow(Mode::ReadWrite, End::Commit, move |u| {
+        let mut seq = Sequence::new();
+        u.expect_lock_thread_sequence()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move || Ok(Some(n.clone())));
+        u.expect_insert_thread()
+            .withf(move |t| t.id == a)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        u.expect_insert_messages()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+    });
+    let app = h.app();
+    let got = app
+        .create_thread(&h.ctx, create_cmd(), render_thread())
+        .await
+        .unwrap();
+    assert!(got.body.contains(above.as_str()), "{}", got.body);
+}
+
 /// The clock is read once per create: the thread and its initial messages
 /// share one timestamp even when the clock moves between calls.
 #[tokio::test]
@@ -114,6 +159,7 @@ async fn create_thread_gives_the_thread_and_its_messages_one_timestamp() {
         .expect_now()
         .returning(move || at(ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
     h.uow(Mode::ReadWrite, End::Commit, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|t| {
             assert_eq!((t.created_at, t.updated_at), (now(), now()));
             Ok(())
@@ -136,6 +182,7 @@ async fn create_thread_without_messages_inserts_no_messages() {
     let cmd =
         CreateThread::new(vec![], Default::default(), ToolResources::default(), None).unwrap();
     h.uow(Mode::ReadWrite, End::Commit, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|t| {
             assert_eq!((t.message_count, t.title.clone()), (0, None));
             Ok(())
@@ -159,6 +206,7 @@ async fn create_thread_with_the_maximum_of_32_messages_writes_them_in_one_call_i
         .collect();
     let cmd = CreateThread::new(msgs, Default::default(), ToolResources::default(), None).unwrap();
     h.uow(Mode::ReadWrite, End::Commit, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|t| {
             assert_eq!(t.message_count, 32);
             Ok(())
@@ -181,6 +229,7 @@ async fn create_thread_with_the_maximum_of_32_messages_writes_them_in_one_call_i
 async fn create_thread_rolls_back_the_thread_when_its_messages_fail_to_insert() {
     let mut h = Harness::new();
     h.uow(Mode::ReadWrite, End::Rollback, |u| {
+        u.expect_lock_thread_sequence().returning(|| Ok(None));
         u.expect_insert_thread().times(1).returning(|_| Ok(()));
         u.expect_insert_messages()
             .times(1)
@@ -240,8 +289,7 @@ async fn list_threads_passes_the_parameters_through_and_returns_the_page() {
         Order::Asc,
         Some(thread_id(3)),
         None,
-    )
-    .unwrap();
+    );
     let expected = params.clone();
     h.uow(Mode::ReadOnly, End::Commit, move |u| {
         u.expect_list_threads()
@@ -264,8 +312,7 @@ async fn list_threads_refuses_an_unknown_cursor_and_rolls_back() {
             .returning(|_| Err(Fail::InvalidCursor.err()));
     });
     let app = h.app();
-    let params =
-        ListParams::new(PageLimit::default(), Order::Desc, None, Some(thread_id(99))).unwrap();
+    let params = ListParams::new(PageLimit::default(), Order::Desc, None, Some(thread_id(99)));
     let r = app.list_threads(&h.ctx, params).await;
     assert_eq!(err_kind(r, "list_threads"), ErrKind::InvalidCursor);
 }

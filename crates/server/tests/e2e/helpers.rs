@@ -146,6 +146,7 @@ pub async fn spawn_app_full(
         bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
+        body: weft_http::body::BodyConfig::default(),
     };
     adjust(&mut settings);
     let mut bases = Vec::new();

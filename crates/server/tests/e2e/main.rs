@@ -10,10 +10,12 @@ mod helpers;
 
 mod auth;
 mod binary;
+mod bodies;
 mod cancellation;
 mod concurrency;
 mod errors;
 mod faults;
+mod headers;
 mod idempotency;
 mod isolation;
 mod load;

@@ -60,6 +60,30 @@ every_topology! {
             }
         }
         assert!(doc["components"]["securitySchemes"].as_object().is_some_and(|s| !s.is_empty()));
+        // Image parts, in and out, as discriminated unions (issue 9 item 3).
+        let schemas = &doc["components"]["schemas"];
+        let content_in = &schemas["CreateMessageBody"]["properties"]["content"]["oneOf"];
+        assert_eq!(content_in[0]["type"], "string", "{content_in}");
+        assert_eq!(content_in[1]["items"]["$ref"], "#/components/schemas/ContentPartInputDoc");
+        for (union, kinds) in [("ContentPartInputDoc", ["text", "image_url", "image_file"]), ("ContentPartObject", ["text", "image_url", "image_file"])] {
+            let mapping = &schemas[union]["discriminator"]["mapping"];
+            for kind in kinds {
+                assert!(mapping.get(kind).is_some(), "{union} lacks {kind}: {}", schemas[union]);
+            }
+        }
+        assert_eq!(schemas["ImageUrlInput"]["properties"]["url"]["maxLength"], 8192);
+        assert_eq!(schemas["ImageFileInput"]["properties"]["file_id"]["maxLength"], 128);
+        // The body and retry rules (issue 9 items 4–7): 408/413/415, the hints, the key.
+        let create = &doc["paths"]["/v1/threads/{thread_id}/messages"]["post"];
+        for status in ["400", "401", "408", "409", "413", "415", "503"] {
+            assert!(create["responses"].get(status).is_some(), "{status} undocumented");
+        }
+        assert!(create["responses"]["409"]["headers"].get("x-should-retry").is_some());
+        assert!(create["responses"]["503"]["headers"].get("Retry-After").is_some());
+        assert!(create["responses"]["408"].get("headers").is_none_or(|h| h.get("x-should-retry").is_none()));
+        let key = create["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").expect("Idempotency-Key documented");
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["schema"]["maxLength"], 255);
         let docs = app.send(app.client.get(format!("{}/docs/", app.base))).await;
         assert_eq!(docs.status.as_u16(), 200);
         assert!(docs.text.to_lowercase().contains("swagger"));

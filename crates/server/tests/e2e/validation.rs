@@ -66,7 +66,7 @@ every_topology! {
         assert_eq!(swapped["metadata"]["new"], "v");
     }
 
-    /// Content: a string or text parts; 1–256,000 characters in all; unknown part types, NUL, lone surrogates → 400.
+    /// Content: a string or parts; every text part non-empty, 256,000 characters in all; unknown part types, NUL, lone surrogates → 400.
     async fn content_forms_and_limits(app) {
         let t = app.create_thread("alice", json!({})).await;
         let path = format!("/v1/threads/{}/messages", t["id"].as_str().unwrap());
@@ -86,8 +86,9 @@ every_topology! {
             ok(json!([])),
             ok(json!("x".repeat(256_001))),
             ok(json!([{"type": "text", "text": half}, {"type": "text", "text": half}, {"type": "text", "text": "y"}])),
-            ok(json!([{"type": "image_url", "image_url": {"url": "http://x"}}])),
-            ok(json!([{"type": "image_file", "image_file": {"file_id": "f"}}])),
+            ok(json!([{"type": "text", "text": ""}, {"type": "text", "text": "y"}])),
+            ok(json!([{"type": "refusal", "refusal": "no"}])),
+            ok(json!([{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}])),
             ok(json!([{"text": "no type"}])),
             ok(json!(42)),
             ok(json!({"type": "text", "text": "x"})),
@@ -106,6 +107,65 @@ every_topology! {
             .expect_error(400);
         let thread = app.get(&format!("/v1/threads/{}", t["id"].as_str().unwrap()), "alice").await.expect(200);
         assert_eq!(thread["message_count"], 3, "only the valid messages were created");
+    }
+
+    /// Image parts (API.md "Details"): accepted, stored and returned in OpenAI's form with detail `auto` by default; images alone are a message; bounds and shapes → 400, and a refused message is not created.
+    async fn image_parts_are_stored_and_returned_in_openais_form(app) {
+        let t = app.create_thread("alice", json!({"messages": [
+            {"role": "user", "content": [{"type": "image_file", "image_file": {"file_id": "file-first"}}]}
+        ]})).await;
+        let tid = t["id"].as_str().unwrap();
+        let path = format!("/v1/threads/{tid}/messages");
+        let long_url = format!("data:image/png;base64,{}", "A".repeat(8192 - 22));
+        assert_eq!(long_url.chars().count(), 8192);
+        let content = json!([
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            {"type": "image_url", "image_url": {"url": long_url, "detail": "low"}},
+            {"type": "image_file", "image_file": {"file_id": "f".repeat(128), "detail": "high"}}
+        ]);
+        let m = app.post(&path, "alice", json!({"role": "user", "content": content})).await.expect(200);
+        let expected = json!([
+            {"type": "text", "text": {"value": "What is in these?", "annotations": []}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "auto"}},
+            {"type": "image_url", "image_url": {"url": long_url, "detail": "low"}},
+            {"type": "image_file", "image_file": {"file_id": "f".repeat(128), "detail": "high"}}
+        ]);
+        assert_eq!(m["content"], expected);
+        let got = app.get(&format!("{path}/{}", m["id"].as_str().unwrap()), "alice").await.expect(200);
+        assert_eq!(got["content"], expected, "stored as returned");
+        let listed = app.get(&format!("{path}?order=asc"), "alice").await.expect(200);
+        assert_eq!(listed["data"][0]["content"], json!([{"type": "image_file", "image_file": {"file_id": "file-first", "detail": "auto"}}]));
+        assert_eq!(listed["data"][1]["content"], expected);
+        // An image-only first message still gives the thread a title.
+        let renamed = app.post(&format!("/v1/threads/{tid}/auto_rename"), "alice", json!({})).await.expect(200);
+        assert!(renamed["title"].as_str().is_some_and(|t| !t.is_empty()));
+
+        let img = |v: Value| json!({"role": "user", "content": [v]});
+        for bad in [
+            img(json!({"type": "image_url", "image_url": {"url": "u".repeat(8193)}})),
+            img(json!({"type": "image_url", "image_url": {"url": ""}})),
+            img(json!({"type": "image_url", "image_url": {"url": "https://x", "detail": "medium"}})),
+            img(json!({"type": "image_url", "image_url": {"url": "https://x", "extra": 1}})),
+            img(json!({"type": "image_url", "image_url": "https://x"})),
+            img(json!({"type": "image_url", "url": "https://x"})),
+            img(json!({"type": "image_url", "image_url": {"url": "a\u{0}b"}})),
+            img(json!({"type": "image_file", "image_file": {"file_id": "f".repeat(129)}})),
+            img(json!({"type": "image_file", "image_file": {"file_id": ""}})),
+            img(json!({"type": "image_file", "image_file": {"file_id": 7}})),
+            img(json!({"type": "image_file", "image_file": {"file_id": "f"}, "text": "x"})),
+            json!({"role": "user", "content": [{"type": "image_file", "image_file": {"file_id": "f"}}, {"type": "text", "text": ""}]}),
+        ] {
+            let r = app.post(&path, "alice", bad.clone()).await;
+            assert_eq!(r.status.as_u16(), 400, "{bad} → {}", r.text);
+            r.expect_error(400);
+        }
+        let nul = r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"a\u0000b"}}]}"#;
+        app.send(app.request(Method::POST, &path, Some("alice")).header("content-type", "application/json").body(nul))
+            .await
+            .expect_error(400);
+        let thread = app.get(&format!("/v1/threads/{tid}"), "alice").await.expect(200);
+        assert_eq!(thread["message_count"], 2, "refused messages were not created");
     }
 
     /// Unknown fields, wrong types and malformed JSON in every create/modify body → 400.
@@ -173,24 +233,25 @@ every_topology! {
         assert_eq!(t["message_count"], 32);
     }
 
-    /// Bodies over 1 MiB → 413, whether sized or chunked; 1 MiB itself passes the limit.
-    async fn bodies_over_one_mebibyte_are_refused_even_chunked(app) {
-        const MIB: usize = 1024 * 1024;
-        // Exactly 1 MiB (valid JSON padded with spaces): not a 413.
-        let body = format!("{{\"title\":\"ok\"}}{}", " ".repeat(MIB - 14));
-        assert_eq!(body.len(), MIB);
+    /// Bodies over WEFT_MAX_BODY_BYTES (default 4 MiB) → 413, whether sized or chunked; the limit itself passes.
+    async fn bodies_over_the_limit_are_refused_even_chunked(app) {
+        const LIMIT: usize = 4 * 1024 * 1024;
+        // Exactly the limit (valid JSON padded with spaces): not a 413.
+        let body = format!("{{\"title\":\"ok\"}}{}", " ".repeat(LIMIT - 14));
+        assert_eq!(body.len(), LIMIT);
         let r = app
             .send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(body))
             .await;
         r.expect(200);
         // One byte more, with Content-Length.
-        let over = format!("{{\"title\":\"no\"}}{}", " ".repeat(MIB - 13));
-        app.send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(over))
-            .await
-            .expect_error(413);
-        // Chunked, no Content-Length: 17 chunks of 64 KiB.
+        let over = format!("{{\"title\":\"no\"}}{}", " ".repeat(LIMIT - 13));
+        let r = app.send(app.request(Method::POST, "/v1/threads", Some("alice")).header("content-type", "application/json").body(over))
+            .await;
+        r.expect_error(413);
+        assert!(r.text.contains("4194304"), "the limit is named: {}", r.text);
+        // Chunked, no Content-Length: 65 chunks of 64 KiB.
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            (0..17).map(|i| Ok(if i == 0 { b"{\"title\":\"x\"}".to_vec() } else { vec![b' '; 64 * 1024] })).collect();
+            (0..65).map(|i| Ok(if i == 0 { b"{\"title\":\"x\"}".to_vec() } else { vec![b' '; 64 * 1024] })).collect();
         let r = app
             .send(
                 app.request(Method::POST, "/v1/threads", Some("alice"))
