@@ -37,6 +37,10 @@ const TEMPLATE: &str = "weft_citus_template";
 /// `weft-test-citus-<uid>`).
 const DEDICATED_PREFIX: &str = "weft-test-dedicated-citus-";
 
+/// Written first in a cluster's `ready` file; a cluster set up by another
+/// version of this harness (other node settings) is rebuilt.
+const SETUP_VERSION: &str = "weft-citus-2";
+
 /// Workers per cluster.
 const WORKERS: usize = 2;
 
@@ -396,14 +400,15 @@ impl Cluster {
         Self::create(&base)
     }
 
-    /// The ports of a completely set-up cluster (its `ready` file).
+    /// The ports of a completely set-up cluster of this harness version
+    /// (its `ready` file).
     fn recorded_ports(&self) -> Option<Vec<u16>> {
         let text = std::fs::read_to_string(self.base.join("ready")).ok()?;
-        let ports: Vec<u16> = text
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
+        let mut words = text.split_whitespace();
+        if words.next() != Some(SETUP_VERSION) {
+            return None;
+        }
+        let ports: Vec<u16> = words.map(str::parse).collect::<Result<_, _>>().ok()?;
         (ports.len() == WORKERS + 1).then_some(ports)
     }
 
@@ -447,10 +452,8 @@ impl Cluster {
             node.stop(&cluster.runner, "fast")?;
             node.start(&cluster.runner, None)?;
         }
-        let ready = cluster
-            .ports
-            .iter()
-            .map(u16::to_string)
+        let ready = std::iter::once(SETUP_VERSION.to_owned())
+            .chain(cluster.ports.iter().map(u16::to_string))
             .collect::<Vec<_>>()
             .join(" ");
         std::fs::write(base.join("ready"), ready)
@@ -498,6 +501,10 @@ listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = ''
 citus.local_hostname = '127.0.0.1'
+# 4 shards per distributed table instead of 32: still spread over both
+# workers, and distributing a fresh test database's tables takes a
+# fraction of the time.
+citus.shard_count = 4
 max_connections = 300
 # One Citus maintenance worker per database with the extension.
 max_worker_processes = 64
