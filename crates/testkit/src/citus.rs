@@ -39,7 +39,7 @@ const DEDICATED_PREFIX: &str = "weft-test-dedicated-citus-";
 
 /// Written first in a cluster's `ready` file; a cluster set up by another
 /// version of this harness (other node settings) is rebuilt.
-const SETUP_VERSION: &str = "weft-citus-2";
+const SETUP_VERSION: &str = "weft-citus-3";
 
 /// Workers per cluster.
 const WORKERS: usize = 2;
@@ -495,7 +495,7 @@ impl Cluster {
 fn node_config(port: u16) -> String {
     format!(
         "
-# weft-testkit: a Citus node for tests. Loopback only; durability off.
+# weft-testkit: a Citus node for tests. Loopback only.
 shared_preload_libraries = 'citus'
 listen_addresses = '127.0.0.1'
 port = {port}
@@ -509,8 +509,9 @@ max_connections = 300
 # One Citus maintenance worker per database with the extension.
 max_worker_processes = 64
 shared_buffers = 32MB
+# No fsync (the machine does not crash), but synchronous commit stays on: a
+# node stopped like a crash (fault tests) keeps every commit it acknowledged.
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 "

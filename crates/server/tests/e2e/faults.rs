@@ -191,10 +191,11 @@ mod restarting_pgbouncer_under_load_loses_no_acknowledged_write {
 mod stopping_a_citus_worker_fails_only_its_users_and_all_recover {
     use super::*;
 
-    /// One Citus worker stops under load: the users whose shard it holds
-    /// get 503 within the request deadline, the others are unaffected; once
-    /// it is back, every user is served again within seconds; afterwards
-    /// every acknowledged write is there, whole, with exact counts.
+    /// One Citus worker stops under load (like a crash): the users whose
+    /// shard it holds get 503 within the request deadline, the others are
+    /// unaffected; once it is back, every user is served again (waited for
+    /// up to 60 s); afterwards every acknowledged write is there, whole,
+    /// with exact counts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn citus() {
         let citus = weft_testkit::CitusHarness::dedicated()
@@ -203,21 +204,25 @@ mod stopping_a_citus_worker_fails_only_its_users_and_all_recover {
         let db = citus.create_database().await.expect("a fresh database");
         let secret = Secret::random();
         let weft = WeftProcess::start(envs(db.url(), &secret, Topology::Citus)).await;
-        let users = users(&secret, 8);
-        let mut on_stopped = Vec::new();
-        for (u, _) in &users {
+        // Four users whose shard is on the worker to stop, four on the other.
+        let (mut users, mut on_stopped, mut on_running) = (Vec::new(), Vec::new(), 0);
+        for (u, token) in self::users(&secret, 64) {
             let w = citus
-                .worker_holding(&db, "threads", u)
+                .worker_holding(&db, "threads", &u)
                 .await
                 .unwrap_or_else(|e| panic!("threads are distributed by owner: {e}"));
-            if w == 0 {
+            if w == 0 && on_stopped.len() < 4 {
                 on_stopped.push(u.clone());
+                users.push((u, token));
+            } else if w == 1 && on_running < 4 {
+                on_running += 1;
+                users.push((u, token));
             }
         }
         assert!(
-            !on_stopped.is_empty() && on_stopped.len() < users.len(),
-            "users on both workers: {on_stopped:?} of {}",
-            users.len()
+            on_stopped.len() == 4 && on_running == 4,
+            "users on both workers: {} and {on_running}",
+            on_stopped.len()
         );
         let load = LoadDriver::start(LoadConfig {
             bases: vec![weft.base.clone()],
@@ -240,8 +245,8 @@ mod stopping_a_citus_worker_fails_only_its_users_and_all_recover {
         let up_at = Instant::now();
         citus.start_worker(0).await.expect("worker starts");
         let back_at = Instant::now();
-        let before = load.acks();
-        load.wait_for_acks(before + 100, Duration::from_secs(60))
+        let names: Vec<String> = users.iter().map(|(u, _)| u.clone()).collect();
+        load.wait_until_served_since(&names, back_at, Duration::from_secs(60))
             .await;
         let ledger = load.finish().await;
         assert!(

@@ -283,6 +283,8 @@ pub struct LoadConfig {
 pub struct LoadDriver {
     stop: Arc<AtomicBool>,
     acks: Arc<AtomicUsize>,
+    /// When each user last got a 200 (request start time).
+    last_ok: Arc<Mutex<HashMap<String, Instant>>>,
     workers: Vec<tokio::task::JoinHandle<Ledger>>,
 }
 
@@ -295,6 +297,7 @@ impl LoadDriver {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(AtomicUsize::new(0));
         let ops = Arc::new(AtomicUsize::new(0));
+        let last_ok = Arc::new(Mutex::new(HashMap::new()));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -317,6 +320,7 @@ impl LoadDriver {
                     threads: Vec::new(),
                     messages: Vec::new(),
                     ledger: Ledger::default(),
+                    last_ok: Arc::clone(&last_ok),
                 };
                 let (stop, acks, ops) = (Arc::clone(&stop), Arc::clone(&acks), Arc::clone(&ops));
                 let max_ops = cfg.max_ops;
@@ -326,7 +330,32 @@ impl LoadDriver {
         LoadDriver {
             stop,
             acks,
+            last_ok,
             workers,
+        }
+    }
+
+    /// Waits until every one of `users` got a 200 for a request started
+    /// at or after `since`, or `bound` passed; whether they all did.
+    pub async fn wait_until_served_since(
+        &self,
+        users: &[String],
+        since: Instant,
+        bound: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            let all = self
+                .last_ok
+                .lock()
+                .is_ok_and(|m| users.iter().all(|u| m.get(u).is_some_and(|t| *t >= since)));
+            if all {
+                return true;
+            }
+            if Instant::now() > deadline || self.workers.iter().all(|w| w.is_finished()) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -371,6 +400,7 @@ struct Worker {
     /// This worker's acknowledged, not deleted, created messages: (thread, id).
     messages: Vec<(String, String)>,
     ledger: Ledger,
+    last_ok: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Worker {
@@ -496,6 +526,11 @@ impl Worker {
             }
             Err(e) => (Outcome::Transport(e.to_string()), Value::Null),
         };
+        if outcome.is_ok() {
+            if let Ok(mut m) = self.last_ok.lock() {
+                m.insert(self.user.clone(), started);
+            }
+        }
         self.ledger.ops.push(Op {
             user: self.user.clone(),
             kind,
