@@ -9,8 +9,10 @@ port with a fresh SQLite database in a temp dir, mints tokens with
 """
 
 import os
+import pathlib
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -206,3 +208,21 @@ def test_window_auto_paginating_a_before_list_sends_after_and_before_together(we
     assert [m.id for m in between] == ids[2:8]
     between_desc = client.beta.threads.messages.list(thread.id, after=ids[8], before=ids[1], limit=2, order="desc")
     assert [m.id for m in between_desc] == list(reversed(ids[2:8]))
+def _readme_block(lang: str) -> str:
+    """The first ```lang block under README.md's Quick start heading."""
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text().split("\n## Quick start\n", 1)[1]
+    fence = f"```{lang}\n"
+    start = section.index(fence) + len(fence)
+    return section[start : section.index("```", start)]
+
+
+def test_the_readme_python_snippet_runs_with_the_exported_token(weft):
+    """README.md's Python snippet, run as pasted after the shell block
+    exported TOKEN (only the port differs from 8080)."""
+    base, token = weft
+    code = _readme_block("python").replace("http://127.0.0.1:8080", base)
+    env = dict(os.environ, TOKEN=token("readme-user"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["user Hello", "assistant Hi!"]

@@ -28,8 +28,8 @@
 
 use std::time::Instant;
 
-use sqlx::{Executor, PgConnection, PgPool, Row};
-use weft_adapters_sqlx::StoreError;
+use sqlx::{Executor, PgConnection, Postgres, Row};
+use weft_adapters_sqlx::{Pool, StoreError};
 
 /// The tables distributed by `owner` on Citus, the first being the one the
 /// others are colocated with.
@@ -74,11 +74,18 @@ fn db(e: sqlx::Error) -> StoreError {
 /// kept), an applied one was changed, or the Citus tables are half
 /// distributed; [`StoreError::Connect`] when no connection can be had.
 pub(crate) async fn run(
-    pool: &PgPool,
+    pool: &Pool<Postgres>,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(StoreError::Connect)?;
-    conn.execute(sqlx::raw_sql("BEGIN")).await.map_err(db)?;
+    let mut conn = pool
+        .acquire(None)
+        .await
+        .map_err(|e| StoreError::Connect(Box::new(e)))?;
+    // READ WRITE explicitly: a direct connection's session is read-only by
+    // default (see `uow::session_sql`).
+    conn.execute(sqlx::raw_sql("BEGIN READ WRITE"))
+        .await
+        .map_err(db)?;
     match apply(&mut conn, migrator).await {
         Ok(()) => {
             conn.execute(sqlx::raw_sql("COMMIT")).await.map_err(db)?;
@@ -87,7 +94,7 @@ pub(crate) async fn run(
         Err(e) => {
             if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
                 // Never hand the pool a connection in an unknown state.
-                conn.close_on_drop();
+                weft_adapters_sqlx::pool::discard(conn);
             }
             Err(e)
         }

@@ -145,9 +145,14 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The verified caller of a `/v1` operation. poem-openapi runs
-/// [`check_bearer`] before any other extractor, so a handler holding one
-/// knows the token was valid.
+// The verified caller of a `/v1` operation: poem-openapi runs
+// `check_bearer` before any other extractor, so a handler holding one knows
+// the token was valid. (Not a doc comment: that one is the description the
+// Swagger UI "Authorize" dialog shows users.)
+/// A JWT signed with the server's secret. `weft token --user <USER_ID>`
+/// prints one (after `cargo run`: `cargo run --bin weft -- token --user
+/// <USER_ID>`; the server's start-up log shows the exact command). Paste
+/// the token alone, without `Bearer`.
 #[derive(SecurityScheme)]
 #[oai(
     ty = "bearer",

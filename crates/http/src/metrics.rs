@@ -27,6 +27,8 @@ pub struct Metrics {
     pool_size: IntGauge,
     pool_idle: IntGauge,
     pool_waiting: IntGauge,
+    titles: IntCounterVec,
+    title_latency: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +87,22 @@ impl Metrics {
             "db_pool_waiting",
             "Requests waiting for a database connection",
         )?;
+        let titles = IntCounterVec::new(
+            Opts::new(
+                "title_generations_total",
+                "Title generations by a language model, by outcome (ok, timeout, error, invalid); \
+                 every outcome but ok fell back to the derived title",
+            ),
+            &["outcome"],
+        )?;
+        let title_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "title_generation_duration_seconds",
+                "Time a title generation by a language model took, by outcome",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0]),
+            &["outcome"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(cancelled.clone()))?;
@@ -92,6 +110,8 @@ impl Metrics {
         registry.register(Box::new(pool_size.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         registry.register(Box::new(pool_waiting.clone()))?;
+        registry.register(Box::new(titles.clone()))?;
+        registry.register(Box::new(title_latency.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -101,6 +121,8 @@ impl Metrics {
             pool_size,
             pool_idle,
             pool_waiting,
+            titles,
+            title_latency,
         })
     }
 
@@ -111,6 +133,20 @@ impl Metrics {
             .inc();
         self.latency
             .with_label_values(&[route, method])
+            .observe(seconds);
+    }
+
+    /// Records one title generation by a language model that ended with
+    /// `outcome` (`ok`, `timeout`, `error` or `invalid`; anything else is
+    /// counted as `other`, so the label stays bounded) after `seconds`.
+    pub fn observe_title_generation(&self, outcome: &str, seconds: f64) {
+        let outcome = match outcome {
+            "ok" | "timeout" | "error" | "invalid" => outcome,
+            _ => "other",
+        };
+        self.titles.with_label_values(&[outcome]).inc();
+        self.title_latency
+            .with_label_values(&[outcome])
             .observe(seconds);
     }
 
@@ -149,7 +185,7 @@ fn clamp(n: u64) -> i64 {
 impl TxObserver for Metrics {
     fn observe(&self, mode: Mode, outcome: TxOutcome) {
         let mode = match mode {
-            Mode::ReadOnly => "read_only",
+            Mode::ReadOnly | Mode::SingleRead => "read_only",
             Mode::ReadWrite => "read_write",
         };
         let outcome = match outcome {
@@ -168,6 +204,7 @@ impl TxObserver for Metrics {
 pub fn route_template(path: &str) -> &'static str {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segs.as_slice() {
+        [] => "/",
         ["v1", "threads"] => "/v1/threads",
         ["v1", "threads", _] => "/v1/threads/{thread_id}",
         ["v1", "threads", _, "auto_rename"] => "/v1/threads/{thread_id}/auto_rename",
@@ -195,6 +232,7 @@ mod tests {
         assert_eq!(route_template("/v1/threads"), "/v1/threads");
         assert_eq!(route_template("/v1/threads/"), "/v1/threads");
         assert_eq!(route_template("/wp-admin/x.php"), "unmatched");
+        assert_eq!(route_template("/"), "/");
     }
 
     #[test]
@@ -203,6 +241,8 @@ mod tests {
         m.observe_request("/v1/threads", "GET", 200, 0.01);
         m.request_cancelled();
         m.observe(Mode::ReadWrite, TxOutcome::Committed);
+        m.observe_title_generation("timeout", 3.0);
+        m.observe_title_generation("made-up", 0.1);
         let text = m.render(PoolSnapshot { size: 3, idle: 2 });
         for name in [
             "weft_http_requests_total",
@@ -212,6 +252,9 @@ mod tests {
             "weft_db_pool_connections 3",
             "weft_db_pool_idle_connections 2",
             "weft_db_pool_waiting 0",
+            "weft_title_generations_total{outcome=\"timeout\"} 1",
+            "weft_title_generations_total{outcome=\"other\"} 1",
+            "weft_title_generation_duration_seconds_bucket{outcome=\"timeout\",le=\"3\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -1,5 +1,5 @@
 //! The operations endpoints of API.md ("Operations"): `/healthz`, `/readyz`
-//! and `/metrics`. They need no token.
+//! and `/metrics`, and `/` pointing to the documentation. They need no token.
 //!
 //! The HTTP layer does not know which database serves the app: readiness
 //! and pool numbers come through the [`Health`] port, which the composition
@@ -32,6 +32,17 @@ pub trait Health: Send + Sync {
 pub(crate) struct Ops {
     pub(crate) health: Arc<dyn Health>,
     pub(crate) metrics: Metrics,
+}
+
+/// `GET /`: `200` with where to go: the API under `/v1`, its interactive
+/// documentation at `/docs` and the OpenAPI document at `/openapi.json`
+/// (a person opening the server's address in a browser lands here).
+#[handler]
+pub(crate) fn index() -> Response {
+    json_response(
+        StatusCode::OK,
+        r#"{"name":"Weft","message":"Weft serves the OpenAI threads and messages API under /v1. Interactive documentation: /docs. OpenAPI document: /openapi.json.","api":"/v1","docs":"/docs","openapi":"/openapi.json"}"#,
+    )
 }
 
 /// `GET /healthz`: `200` while the process is up.

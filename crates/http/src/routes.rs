@@ -17,7 +17,7 @@ use crate::body::{BodyConfig, BodyReader};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::Edge;
-use crate::ops::{healthz, metrics_text, readyz, Health, Ops};
+use crate::ops::{healthz, index, metrics_text, readyz, Health, Ops};
 use crate::shield::Shield;
 
 /// Everything the HTTP surface is assembled from. The composition root
@@ -58,12 +58,13 @@ pub fn routes(cfg: HttpConfig) -> BoxEndpoint<'static, Response> {
         metrics: cfg.metrics.clone(),
     };
     Route::new()
+        .at("/", get(index))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics_text))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .nest("/", api)
+        .nest_no_strip("/v1", api)
         .data(cfg.keys)
         .data(BodyReader::new(cfg.body, Some(cfg.metrics.clone())))
         .data(ops)

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use weft_adapters_titles::{ApiKey, ModelConfig, Url};
 use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
 use weft_http::body::BodyConfig;
+
+use crate::invocation::Invocation;
 
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
 #[derive(Debug, Parser)]
@@ -41,8 +44,9 @@ pub struct DatabaseArgs {
     /// `sqlite:///abs/path.db`, or `postgres://user:pass@host/db`.
     #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
     pub database_url: String,
-    /// Most database connections this process opens.
-    #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16)]
+    /// Most database connections this process opens (at least 1).
+    #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_max: u32,
     /// Per-statement timeout in milliseconds (PostgreSQL).
     #[arg(long, env = "WEFT_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
@@ -121,6 +125,143 @@ pub struct ServeArgs {
     /// WEFT_MAX_BODY_BYTES.
     #[arg(long, env = "WEFT_MAX_INFLIGHT_BODY_BYTES", default_value_t = weft_http::body::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
     pub max_inflight_body_bytes: usize,
+    /// The language model that names threads on `auto_rename`.
+    #[command(flatten)]
+    pub titles: TitleArgs,
+}
+
+/// A language model that names threads on `auto_rename`: any
+/// OpenAI-compatible chat-completions endpoint. Without a URL, titles are
+/// derived from the first user message's words.
+#[derive(Clone, Args)]
+pub struct TitleArgs {
+    /// Base URL of an OpenAI-compatible API, e.g. `http://127.0.0.1:11434/v1`
+    /// (Ollama) or `https://api.openai.com/v1`; requests go to
+    /// `<url>/chat/completions`.
+    #[arg(long, env = "WEFT_TITLE_MODEL_URL")]
+    pub title_model_url: Option<String>,
+    /// The model name the endpoint expects (required with the URL).
+    #[arg(long, env = "WEFT_TITLE_MODEL")]
+    pub title_model: Option<String>,
+    /// API key, sent as a bearer token; never logged. Prefer the file.
+    #[arg(long, env = "WEFT_TITLE_API_KEY", hide_env_values = true)]
+    pub title_api_key: Option<String>,
+    /// A file holding the API key (surrounding white space ignored).
+    #[arg(long, env = "WEFT_TITLE_API_KEY_FILE")]
+    pub title_api_key_file: Option<PathBuf>,
+    /// Longest wait for a title, retry included, in milliseconds; past it
+    /// the derived title is used.
+    #[arg(long, env = "WEFT_TITLE_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub title_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for TitleArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TitleArgs")
+            .field(
+                "title_model_url",
+                &self.title_model_url.as_deref().map(mask_password),
+            )
+            .field("title_model", &self.title_model)
+            .field("title_api_key", &self.title_api_key.as_ref().map(|_| "***"))
+            .field("title_api_key_file", &self.title_api_key_file)
+            .field("title_timeout_ms", &self.title_timeout_ms)
+            .finish()
+    }
+}
+
+/// The title model settings do not make a usable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TitleConfigError {
+    /// A title setting was given without the URL that would use it.
+    #[error("{0} is set but WEFT_TITLE_MODEL_URL is not: set the URL to name threads with a model, or unset {0}")]
+    NoUrl(&'static str),
+    /// The URL does not parse, or is not `http(s)`.
+    #[error("WEFT_TITLE_MODEL_URL must be an http:// or https:// URL such as http://127.0.0.1:11434/v1 ({0})")]
+    Url(String),
+    /// The URL is set without a model name.
+    #[error("WEFT_TITLE_MODEL_URL is set but WEFT_TITLE_MODEL is not: name the model the endpoint serves (e.g. llama3.2:1b)")]
+    NoModel,
+    /// Both key sources are set.
+    #[error("set WEFT_TITLE_API_KEY or WEFT_TITLE_API_KEY_FILE, not both")]
+    TwoKeys,
+    /// The key file could not be read.
+    #[error("WEFT_TITLE_API_KEY_FILE {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key is empty.
+    #[error("the title model API key ({0}) is empty")]
+    EmptyKey(String),
+}
+
+impl TitleArgs {
+    /// The model configuration, or `None` when no URL is set (titles are
+    /// then derived). Reads the key file if one is named.
+    ///
+    /// # Errors
+    /// [`TitleConfigError`] for a setting without the URL, a URL that is not
+    /// `http(s)`, a URL without a model, two key sources, or a key file
+    /// that cannot be read or is empty.
+    pub fn model_config(&self) -> Result<Option<ModelConfig>, TitleConfigError> {
+        let Some(raw_url) = self
+            .title_model_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            if self.title_model.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_MODEL"));
+            }
+            if self.title_api_key.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_API_KEY"));
+            }
+            if self.title_api_key_file.is_some() {
+                return Err(TitleConfigError::NoUrl("WEFT_TITLE_API_KEY_FILE"));
+            }
+            return Ok(None);
+        };
+        let url = Url::parse(raw_url.trim())
+            .map_err(|e| TitleConfigError::Url(format!("got '{}': {e}", mask_password(raw_url))))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(TitleConfigError::Url(format!(
+                "got a URL starting with '{}'",
+                url.scheme()
+            )));
+        }
+        let model = self
+            .title_model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .ok_or(TitleConfigError::NoModel)?;
+        let api_key = match (&self.title_api_key, &self.title_api_key_file) {
+            (Some(_), Some(_)) => return Err(TitleConfigError::TwoKeys),
+            (Some(key), None) => Some((ApiKey::new(key), "WEFT_TITLE_API_KEY".to_owned())),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| TitleConfigError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((ApiKey::new(&text), format!("file {}", path.display())))
+            }
+            (None, None) => None,
+        };
+        let api_key = match api_key {
+            Some((key, from)) if key.is_empty() => return Err(TitleConfigError::EmptyKey(from)),
+            Some((key, _)) => Some(key),
+            None => None,
+        };
+        let mut config = ModelConfig::new(url, model);
+        config.api_key = api_key;
+        config.timeout = Duration::from_millis(self.title_timeout_ms);
+        Ok(Some(config))
+    }
 }
 
 /// Settings of `weft token`.
@@ -168,17 +309,37 @@ pub enum DatabaseUrl {
 
 /// The database URL is not one Weft understands.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "WEFT_DATABASE_URL must start with sqlite:// or postgres:// (got a URL starting with '{0}')"
-)]
-pub struct BadDatabaseUrl(String);
+pub enum BadDatabaseUrl {
+    /// Neither SQLite nor PostgreSQL.
+    #[error(
+        "WEFT_DATABASE_URL must start with sqlite:// or postgres:// (got a URL starting with '{0}')"
+    )]
+    Scheme(String),
+    /// An SQLite URL without a file.
+    #[error("WEFT_DATABASE_URL '{0}' names no database file: use sqlite://weft.db (relative to the working directory) or sqlite:///absolute/path/weft.db")]
+    NoPath(String),
+    /// `~user/…`: only the caller's own home is expanded.
+    #[error("WEFT_DATABASE_URL '{0}': only a leading '~/' (your home directory) is expanded; write the path out instead")]
+    OtherHome(String),
+    /// `~/…` with no `HOME` to expand it to.
+    #[error("WEFT_DATABASE_URL '{0}' starts with ~/ but HOME is not set: write the absolute path instead")]
+    NoHome(String),
+}
 
 impl DatabaseUrl {
-    /// Parses `sqlite://…` or `postgres://…`/`postgresql://…`.
+    /// Parses `sqlite://…` or `postgres://…`/`postgresql://…`. A leading
+    /// `~/` in an SQLite path is expanded to `$HOME` (a shell does not
+    /// expand it inside a URL, and a directory literally named `~` is
+    /// never what was meant).
     ///
     /// # Errors
-    /// [`BadDatabaseUrl`] for any other scheme or an empty SQLite path.
+    /// [`BadDatabaseUrl`] for any other scheme, an empty SQLite path, or a
+    /// `~` that cannot be expanded.
     pub fn parse(url: &str) -> Result<Self, BadDatabaseUrl> {
+        Self::parse_with_home(url, std::env::var_os("HOME").map(PathBuf::from))
+    }
+
+    fn parse_with_home(url: &str, home: Option<PathBuf>) -> Result<Self, BadDatabaseUrl> {
         let scheme_of = || {
             url.split("://")
                 .next()
@@ -191,13 +352,32 @@ impl DatabaseUrl {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            let path = rest.split('?').next().unwrap_or("");
+            let (path, query) = match rest.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (rest, None),
+            };
             if path.is_empty() {
-                return Err(BadDatabaseUrl(scheme_of()));
+                return Err(BadDatabaseUrl::NoPath(url.to_owned()));
             }
+            if !path.starts_with('~') {
+                return Ok(Self::Sqlite {
+                    url: url.to_owned(),
+                    path: PathBuf::from(path),
+                });
+            }
+            let below_home = match path.strip_prefix("~/") {
+                Some(below) if !below.is_empty() => below,
+                Some(_) => return Err(BadDatabaseUrl::NoPath(url.to_owned())),
+                None => return Err(BadDatabaseUrl::OtherHome(url.to_owned())),
+            };
+            let home = home
+                .filter(|h| h.is_absolute())
+                .ok_or_else(|| BadDatabaseUrl::NoHome(url.to_owned()))?;
+            let path = home.join(below_home);
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
             return Ok(Self::Sqlite {
-                url: url.to_owned(),
-                path: PathBuf::from(path),
+                url: format!("sqlite://{}{query}", path.display()),
+                path,
             });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -205,13 +385,23 @@ impl DatabaseUrl {
                 url: url.to_owned(),
             });
         }
-        Err(BadDatabaseUrl(scheme_of()))
+        Err(BadDatabaseUrl::Scheme(scheme_of()))
+    }
+
+    /// The SQLite file as an absolute path (relative paths are relative to
+    /// the working directory), for messages a user can act on.
+    pub fn absolute_sqlite_path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite { path, .. } => Some(absolute(path)),
+            Self::Postgres { .. } => None,
+        }
     }
 
     /// The kind and location, safe to log: a PostgreSQL password is masked.
+    /// SQLite paths are shown absolute.
     pub fn describe(&self) -> String {
         match self {
-            Self::Sqlite { path, .. } => format!("SQLite at {}", path.display()),
+            Self::Sqlite { path, .. } => format!("SQLite at {}", absolute(path).display()),
             Self::Postgres { url } => format!("PostgreSQL at {}", mask_password(url)),
         }
     }
@@ -238,6 +428,17 @@ impl DatabaseUrl {
             Self::Postgres { .. } => PathBuf::from("weft.jwt-secret"),
         }
     }
+}
+
+/// `path` joined to the working directory when relative (not resolved:
+/// the file may not exist yet).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -289,6 +490,21 @@ pub enum SecretError {
     /// The OS random source failed.
     #[error("no secure random source: {0}")]
     Random(String),
+    /// `weft token` found no secret to sign with (only `serve` creates one).
+    #[error(
+        "no JWT secret at {} (the secret of {database}). `weft token` never creates one: \
+         start the server first ({start}), or give this command the server's \
+         WEFT_DATABASE_URL, WEFT_JWT_SECRET_FILE or WEFT_JWT_SECRET",
+        path.display()
+    )]
+    Missing {
+        /// Where it looked (absolute).
+        path: PathBuf,
+        /// The database whose default secret file that is, password masked.
+        database: String,
+        /// The command that starts the server here.
+        start: String,
+    },
 }
 
 /// Where the secret came from (for the start-up log; never the secret).
@@ -303,7 +519,8 @@ pub enum SecretSource {
 }
 
 /// The configured secret, or the one kept in the secret file, generating
-/// and storing it (mode 0600) on first use.
+/// and storing it (mode 0600) on first use. Only `weft serve` calls this:
+/// `weft token` uses [`find_secret`], which never creates one.
 ///
 /// # Errors
 /// [`SecretError`] when the secret is too short or the file cannot be used.
@@ -317,11 +534,42 @@ pub fn resolve_secret(
             SecretSource::Configured,
         ));
     }
-    let path = args
-        .jwt_secret_file
+    load_or_create_secret(&secret_file(args, db))
+}
+
+fn secret_file(args: &SecretArgs, db: &DatabaseUrl) -> PathBuf {
+    args.jwt_secret_file
         .clone()
-        .unwrap_or_else(|| db.default_secret_file());
-    load_or_create_secret(&path)
+        .unwrap_or_else(|| db.default_secret_file())
+}
+
+/// The configured secret, or the one an earlier `weft serve` stored: what
+/// `weft token` signs with. Never creates a secret (API.md: "`weft token`
+/// never creates a secret: only `serve` does"), so a token it prints is
+/// one the server accepts.
+///
+/// # Errors
+/// [`SecretError::Missing`] naming where it looked and what to set (with
+/// `start`, the command that starts the server here); [`SecretError`] when
+/// the secret is too short or the file cannot be read.
+pub fn find_secret(
+    args: &SecretArgs,
+    db: &DatabaseUrl,
+    start: &str,
+) -> Result<JwtSecret, SecretError> {
+    if let Some(s) = &args.jwt_secret {
+        return Ok(JwtSecret::new(s.as_bytes().to_vec())?);
+    }
+    let path = secret_file(args, db);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(JwtSecret::new(text.trim().as_bytes().to_vec())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretError::Missing {
+            path: absolute(&path),
+            database: db.describe(),
+            start: start.to_owned(),
+        }),
+        Err(source) => Err(SecretError::Io { path, source }),
+    }
 }
 
 fn load_or_create_secret(path: &Path) -> Result<(JwtSecret, SecretSource), SecretError> {
@@ -395,6 +643,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How request bodies are read (size, time, in-flight memory).
     pub body: BodyConfig,
+    /// The language model that names threads, if configured (else titles
+    /// are derived from the first user message).
+    pub titles: Option<ModelConfig>,
 }
 
 #[cfg(test)]
@@ -465,9 +716,10 @@ mod tests {
     fn the_token_hint_names_the_database_without_its_password() {
         let cli =
             Cli::try_parse_from(["weft", "--database-url", "postgres://u:hunter2@h/db"]).unwrap();
+        let weft = Invocation::Binary("weft".to_owned());
         let hint = cli
             .serve
-            .token_command(&SecretSource::File(PathBuf::from("weft.jwt-secret")));
+            .token_command(&SecretSource::File(PathBuf::from("weft.jwt-secret")), &weft);
         assert_eq!(
             hint,
             "WEFT_DATABASE_URL='postgres://u:***@h/db' weft token --user <USER_ID>"
@@ -475,9 +727,110 @@ mod tests {
         let cli = Cli::try_parse_from(["weft"]).unwrap();
         assert_eq!(
             cli.serve
-                .token_command(&SecretSource::Generated(PathBuf::from("x"))),
+                .token_command(&SecretSource::Generated(PathBuf::from("x")), &weft),
             "weft token --user <USER_ID>"
         );
+        assert_eq!(
+            cli.serve.token_command(
+                &SecretSource::Generated(PathBuf::from("x")),
+                &Invocation::Cargo { release: false }
+            ),
+            "cargo run --bin weft -- token --user <USER_ID>"
+        );
+    }
+
+    fn title_args(args: &[&str]) -> Result<Option<ModelConfig>, TitleConfigError> {
+        let mut argv = vec!["weft"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .serve
+            .titles
+            .model_config()
+    }
+
+    #[test]
+    fn without_a_title_model_url_titles_are_derived() {
+        assert_eq!(title_args(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_title_model_is_configured_by_url_model_key_and_timeout() {
+        let cfg = title_args(&[
+            "--title-model-url",
+            "http://127.0.0.1:11434/v1",
+            "--title-model",
+            "llama3.2:1b",
+            "--title-timeout-ms",
+            "1500",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cfg.endpoint().as_str(),
+            "http://127.0.0.1:11434/v1/chat/completions"
+        );
+        assert_eq!(cfg.model, "llama3.2:1b");
+        assert_eq!(cfg.api_key, None);
+        assert_eq!(cfg.timeout, Duration::from_millis(1500));
+        let default = title_args(&["--title-model-url", "http://h/v1", "--title-model", "m"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(default.timeout, Duration::from_millis(3000));
+    }
+
+    #[test]
+    fn the_title_api_key_is_read_from_its_file_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        let file_arg = file.display().to_string();
+        let base = [
+            "--title-model-url",
+            "https://api.openai.com/v1",
+            "--title-model",
+            "m",
+        ];
+        let cfg = title_args(&[&base[..], &["--title-api-key-file", file_arg.as_str()]].concat())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.api_key, Some(ApiKey::new("sk-from-file")));
+        let cli = Cli::try_parse_from(
+            [&["weft"][..], &base[..], &["--title-api-key", "sk-inline"]].concat(),
+        )
+        .unwrap();
+        assert!(!format!("{:?}", cli.serve).contains("sk-inline"));
+        let missing = dir.path().join("nope").display().to_string();
+        let err = title_args(&[&base[..], &["--title-api-key-file", missing.as_str()]].concat())
+            .unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_title_settings_are_refused_with_what_to_set() {
+        let err = title_args(&["--title-model", "m"]).unwrap_err();
+        assert!(
+            err.to_string().contains("WEFT_TITLE_MODEL_URL is not"),
+            "{err}"
+        );
+        let err = title_args(&["--title-model-url", "http://h/v1"]).unwrap_err();
+        assert!(err.to_string().contains("WEFT_TITLE_MODEL is not"), "{err}");
+        let err =
+            title_args(&["--title-model-url", "ftp://h/v1", "--title-model", "m"]).unwrap_err();
+        assert!(err.to_string().contains("'ftp'"), "{err}");
+        let err = title_args(&[
+            "--title-model-url",
+            "http://h/v1",
+            "--title-model",
+            "m",
+            "--title-api-key",
+            "k",
+            "--title-api-key-file",
+            "/k",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, TitleConfigError::TwoKeys), "{err}");
+        assert!(Cli::try_parse_from(["weft", "--title-timeout-ms", "0"]).is_err());
     }
 
     #[test]
@@ -558,6 +911,9 @@ pub enum ConfigError {
     /// A body setting is out of range.
     #[error("{0}")]
     Body(String),
+    /// The title model settings are not usable.
+    #[error(transparent)]
+    Titles(#[from] TitleConfigError),
 }
 
 /// The body settings, checked: every bound positive, and the in-flight
@@ -605,6 +961,7 @@ impl ServeArgs {
             self.max_inflight_body_bytes,
         )?;
         let database = DatabaseUrl::parse(&self.database.database_url)?;
+        let titles = self.titles.model_config()?;
         let (secret, source) = resolve_secret(&self.secret, &database)?;
         let settings = Settings {
             database,
@@ -616,14 +973,16 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             body,
+            titles,
         };
         Ok((settings, source))
     }
 
     /// The exact `weft token` command that finds the secret this server
-    /// uses, safe to log (a PostgreSQL password is masked: `weft token`
-    /// needs the URL only to locate the secret file).
-    pub fn token_command(&self, source: &SecretSource) -> String {
+    /// uses, run the way this server was (`cargo run --bin weft -- token …`
+    /// after `cargo run`), safe to log (a PostgreSQL password is masked:
+    /// `weft token` needs the URL only to locate the secret file).
+    pub fn token_command(&self, source: &SecretSource, program: &Invocation) -> String {
         let mut parts = Vec::new();
         if matches!(source, SecretSource::Configured) {
             parts.push("WEFT_JWT_SECRET=<the same secret>".to_owned());
@@ -638,7 +997,7 @@ impl ServeArgs {
                 parts.push(format!("WEFT_JWT_SECRET_FILE='{}'", file.display()));
             }
         }
-        parts.push("weft token --user <USER_ID>".to_owned());
+        parts.push(program.command("token --user <USER_ID>"));
         parts.join(" ")
     }
 }

@@ -4,18 +4,25 @@
 //!
 //! Layout:
 //! - [`config`]: the `weft` command line / `WEFT_*` settings, the JWT secret file.
-//! - [`store`]: the adapter choice — the only module naming an adapter.
+//! - [`invocation`]: how this binary was started (`cargo run` or a path),
+//!   so hints print a command that works.
+//! - [`store`]: the storage adapter choice — the only module naming one.
 //! - [`startup`]: [`Application`]: open and migrate the database, wire the
 //!   app and the HTTP routes, bind, serve, shut down gracefully.
 //! - [`telemetry`]: the tracing subscriber builder.
+//! - [`titles`]: the title generator choice (a language model, or derived
+//!   titles) and its metrics.
 //!
 //! Architecture invariant: the only crate that knows both the inbound HTTP
-//! adapter (`weft-http`) and the storage adapters; nothing depends on it.
+//! adapter (`weft-http`) and the outbound adapters (storage, title model);
+//! nothing depends on it.
 //! It holds no business rule and no SQL: it configures and wires.
 
 pub mod config;
+pub mod invocation;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod titles;
 
 pub use startup::{Application, StartupError};

@@ -1,6 +1,13 @@
 //! The `weft` binary: telemetry, configuration, then the composition root.
 //! `weft serve` (the default), `weft token --user ID`, `weft migrate`.
+//!
+//! A failure is a user's problem to fix, not a crash: it is reported as one
+//! line naming its cause (through the log, so `WEFT_LOG_FORMAT=json` gets a
+//! JSON line; on stderr for `weft token`), never as a panic or a backtrace,
+//! and the exit status is 1 (2 for a command line clap refuses).
 
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,25 +15,110 @@ use clap::Parser;
 use weft_domain::UserId;
 use weft_http::auth::TokenKeys;
 use weft_server::config::{
-    resolve_secret, Cli, Command, DatabaseArgs, DatabaseUrl, SecretSource, ServeArgs, TokenArgs,
+    find_secret, Cli, Command, DatabaseArgs, DatabaseUrl, LogFormat, SecretSource, ServeArgs,
+    TokenArgs,
 };
+use weft_server::invocation::Invocation;
+use weft_server::startup::StopSignals;
 use weft_server::store::Store;
 use weft_server::{telemetry, Application};
 
+/// Where a fatal error goes.
+#[derive(Clone, Copy)]
+enum Report {
+    /// Through the installed log subscriber (text or JSON lines).
+    Log,
+    /// One `error: …` line on stderr (no subscriber: `weft token`).
+    Stderr,
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Migrate(args)) => migrate(args).await,
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refused_command_line(e),
+    };
+    let program = Invocation::current();
+    let (report, result) = match cli.command {
+        None => (Report::Log, serve(cli.serve, &program).await),
+        Some(Command::Serve(args)) => (Report::Log, serve(args, &program).await),
+        Some(Command::Token(args)) => (Report::Stderr, token(args, &program)),
+        Some(Command::Migrate(args)) => (Report::Log, migrate(args).await),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` is the cause chain on one line; Debug would add a
+            // backtrace under RUST_BACKTRACE=1, which a user error is not.
+            match report {
+                Report::Log => tracing::error!("{e:#}"),
+                Report::Stderr => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(telemetry::subscriber(&args.log, args.log_format))
-        .context("installing the log subscriber")?;
+/// A command line clap refuses (e.g. `--pool-max 0`): clap's own message,
+/// or, under `WEFT_LOG_FORMAT=json`, one JSON log line with its first line.
+fn refused_command_line(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::var("WEFT_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    if telemetry::init(telemetry::fallback(LogFormat::Json)).is_ok() {
+        tracing::error!("{first}");
+    } else {
+        eprintln!("error: {first}");
+    }
+    ExitCode::from(2)
+}
+
+/// Installs the log subscriber `filter` and `format` ask for; an invalid
+/// filter is refused, reported through an `info` subscriber in the same
+/// format.
+fn install_logs(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let subscriber = match telemetry::subscriber(filter, format) {
+        Ok(subscriber) => subscriber,
+        Err(bad) => {
+            telemetry::init(telemetry::fallback(format))
+                .context("installing the log subscriber")?;
+            return Err(bad.into());
+        }
+    };
+    telemetry::init(subscriber).context("installing the log subscriber")
+}
+
+/// Binds and releases `addr`, so a port in use is reported before any
+/// database or secret file is created. (The real listener is bound again
+/// moments later by [`Application::build`].)
+fn check_bind(addr: SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_released) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(anyhow::Error::new(e).context(format!(
+                "could not listen on {addr}: another process (another weft?) is using it; \
+                 stop it or set WEFT_BIND to another address"
+            )))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("could not listen on {addr}"))),
+    }
+}
+
+async fn serve(args: ServeArgs, program: &Invocation) -> anyhow::Result<()> {
+    install_logs(&args.log, args.log_format)?;
+    // Everything that can be refused is checked before the first file (the
+    // secret, the database) is created.
+    check_bind(args.bind)?;
+    if let DatabaseUrl::Postgres { url } = DatabaseUrl::parse(&args.database.database_url)? {
+        weft_server::store::probe_postgres(&url)
+            .await
+            .context("weft could not start")?;
+    }
     let (settings, source) = args.settings()?;
     match &source {
         SecretSource::Configured => tracing::info!("JWT secret taken from WEFT_JWT_SECRET"),
@@ -40,24 +132,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let database = settings.database.describe();
     let app = Application::build(settings)
         .await
-        .context("starting weft")?;
+        .context("weft could not start")?;
+    // Before the log line that tells anyone the server is up.
+    let signals = StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?;
     tracing::info!(
         address = %app.local_addr(),
         database = %database,
         "weft is serving http://{}/v1 on {} — get a token with: {}",
         app.local_addr(),
         database,
-        args.token_command(&source)
+        args.token_command(&source, program)
     );
-    app.run_until_stopped().await.context("serving")?;
+    app.run_until_stopped(signals).await.context("serving")?;
     tracing::info!("weft stopped");
     Ok(())
 }
 
-fn token(args: TokenArgs) -> anyhow::Result<()> {
+fn token(args: TokenArgs, program: &Invocation) -> anyhow::Result<()> {
     let database = DatabaseUrl::parse(&args.database_url)?;
-    let (secret, _) =
-        resolve_secret(&args.secret, &database).context("obtaining the JWT secret")?;
+    let secret = find_secret(&args.secret, &database, &program.serve())?;
     let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
     let token = TokenKeys::new(&secret).mint(&user, args.ttl)?;
     // The one place Weft prints to stdout: the token is the command's output.
@@ -69,11 +162,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    telemetry::init(telemetry::subscriber(
-        "info",
-        weft_server::config::LogFormat::Text,
-    ))
-    .context("installing the log subscriber")?;
+    install_logs("info", LogFormat::Text)?;
     let database = DatabaseUrl::parse(&args.database_url)?;
     let store = Store::connect_url(
         &database,
@@ -81,9 +170,8 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.statement_timeout_ms),
         args.pg_statement_cache.is_on(),
     )
-    .await
-    .context("opening the database")?;
-    store.migrate().await.context("applying migrations")?;
+    .await?;
+    store.migrate().await?;
     store.close().await;
     tracing::info!(database = %database.describe(), "migrations applied");
     Ok(())

@@ -14,7 +14,8 @@ use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Response, Server};
 use prometheus::IntGauge;
-use weft_app::system::{DerivedTitles, SystemClock, V7Ids};
+use weft_adapters_titles::ModelTitlesError;
+use weft_app::system::{SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
 use weft_http::auth::TokenKeys;
 use weft_http::metrics::{Metrics, MetricsError, PoolSnapshot};
@@ -35,6 +36,9 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The title model's client could not be built.
+    #[error(transparent)]
+    Titles(#[from] ModelTitlesError),
     /// The listen address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {
@@ -65,7 +69,7 @@ impl Application {
     /// [`StartupError`] when the database cannot be opened or migrated, or
     /// the address cannot be bound.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with_titles(settings, Arc::new(DerivedTitles)).await
+        Self::assemble(settings, None).await
     }
 
     /// Like [`Application::build`] with another title generator (a model
@@ -77,9 +81,21 @@ impl Application {
         settings: Settings,
         titles: Arc<dyn TitleGenerator>,
     ) -> Result<Self, StartupError> {
+        Self::assemble(settings, Some(titles)).await
+    }
+
+    /// The title generator is `titles`, or the one `settings` select.
+    async fn assemble(
+        settings: Settings,
+        titles: Option<Arc<dyn TitleGenerator>>,
+    ) -> Result<Self, StartupError> {
         let store = Store::connect(&settings).await?;
         store.migrate().await?;
         let metrics = Metrics::new()?;
+        let (titles, title_timeout) = match titles {
+            Some(titles) => (titles, AppConfig::default().title_timeout),
+            None => crate::titles::generator(settings.titles.as_ref(), &metrics)?,
+        };
 
         let deps = Deps {
             uow: Arc::new(WaitCounting {
@@ -91,7 +107,13 @@ impl Application {
             titles,
             observer: Arc::new(metrics.clone()),
         };
-        let app = App::new(deps, AppConfig::default());
+        let app = App::new(
+            deps,
+            AppConfig {
+                title_timeout,
+                ..AppConfig::default()
+            },
+        );
 
         let shield = Shield::default();
         let routes = routes(HttpConfig {
@@ -142,12 +164,31 @@ impl Application {
         &self.metrics
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully; a second
+    /// signal during the graceful shutdown stops at once (in-flight
+    /// requests are cut; each database transaction still rolls back whole).
     ///
     /// # Errors
     /// An I/O error of the listener.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+    pub async fn run_until_stopped(self, mut signals: StopSignals) -> std::io::Result<()> {
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<StopSignals>();
+        let first = async move {
+            signals.next().await;
+            let _ = first_tx.send(signals);
+        };
+        let second = async move {
+            match first_rx.await {
+                Ok(mut signals) => signals.next().await,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            served = self.run_until(first) => served,
+            () = second => {
+                tracing::warn!("second signal: stopping now, without waiting for in-flight requests");
+                Ok(())
+            }
+        }
     }
 
     /// Serves until `signal` resolves; then stops accepting, lets in-flight
@@ -190,30 +231,47 @@ impl Application {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// SIGTERM and SIGINT (Ctrl-C), listened to from the moment this is
+/// created: a signal that arrives before serving starts (just after the
+/// start-up log, say) is delivered here, not to the default action that
+/// would kill the process without a clean stop.
+pub struct StopSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("Ctrl-C received; shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        () = term => tracing::info!("SIGTERM received; shutting down"),
     }
 }
 

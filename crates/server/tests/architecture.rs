@@ -1,8 +1,8 @@
 //! The dependency rule of DESIGN.md, checked against `cargo metadata`.
 //!
 //! Dependencies point inward only: `server → http → app → ports → domain`
-//! and `adapters-* → ports → domain`. Only `weft-server` (the composition
-//! root) names an adapter; `weft-app` and `weft-domain` never reach sqlx or poem,
+//! and `adapters-* → ports → domain` (storage and the title model alike).
+//! Only `weft-server` (the composition root) names an adapter; `weft-app` and `weft-domain` never reach sqlx or poem,
 //! not even transitively. Test-support crates (`weft-testkit`,
 //! `weft-conformance`) are reachable only through dev-dependencies.
 
@@ -120,6 +120,7 @@ fn internal_dependencies_point_inward_only() {
             set(&["weft-domain", "weft-ports", "weft-adapters-sqlx"]),
         ),
         ("weft-adapters-sqlx", set(&["weft-domain", "weft-ports"])),
+        ("weft-adapters-titles", set(&["weft-domain", "weft-ports"])),
         ("weft-http", set(&["weft-domain", "weft-ports", "weft-app"])),
         (
             "weft-server",
@@ -131,6 +132,7 @@ fn internal_dependencies_point_inward_only() {
                 "weft-adapters-postgres",
                 "weft-adapters-sqlite",
                 "weft-adapters-sqlx",
+                "weft-adapters-titles",
             ]),
         ),
         (
@@ -176,6 +178,15 @@ fn the_core_reaches_neither_sqlx_nor_poem_nor_tokio_io() {
         inbound.is_empty(),
         "the HTTP adapter must not know the storage: it reaches {inbound:?}"
     );
+    let model: Vec<_> = g
+        .closure("weft-adapters-titles")
+        .into_iter()
+        .filter(|d| d.starts_with("sqlx") || d.starts_with("poem") || d == "weft-app")
+        .collect();
+    assert!(
+        model.is_empty(),
+        "the title model adapter must know neither storage nor the inbound HTTP side: it reaches {model:?}"
+    );
     let domain = g.closure("weft-domain");
     assert!(
         !domain.contains("tokio") && !domain.contains("async-trait"),
@@ -194,6 +205,7 @@ fn test_support_crates_are_dev_dependencies_only() {
         "weft-adapters-postgres",
         "weft-adapters-sqlite",
         "weft-adapters-sqlx",
+        "weft-adapters-titles",
     ] {
         let closure = g.closure(shipped);
         assert!(

@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 
 use crate::postgres::{with_database, PgHarness};
 use crate::process::{self, Runner};
-use crate::{io, HarnessError, TestDatabase};
+use crate::{io, Dropper, HarnessError, TestDatabase};
 
 const INSTALL_HINT: &str =
     "install the Debian package: apt-get update && apt-get install -y pgbouncer \
@@ -133,7 +133,8 @@ impl BouncerHarness {
 
     /// Creates a fresh, empty database on the PostgreSQL behind this
     /// pooler: [`TestDatabase::url`] goes through PgBouncer, its one
-    /// [`TestDatabase::direct_urls`] straight to PostgreSQL.
+    /// [`TestDatabase::direct_urls`] straight to PostgreSQL. Dropped when
+    /// the guard is, if the test passed.
     ///
     /// # Errors
     /// [`HarnessError::Database`] when PostgreSQL refuses.
@@ -143,7 +144,11 @@ impl BouncerHarness {
             .path()
             .trim_start_matches('/')
             .to_owned();
-        TestDatabase::new(self.url_for(&name)?, vec![direct])
+        TestDatabase::new(
+            self.url_for(&name)?,
+            vec![direct],
+            Dropper::OnServer(self.pg.admin_url().to_owned()),
+        )
     }
 
     /// The URL of database `name` through this pooler.

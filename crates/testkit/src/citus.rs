@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 
 use crate::postgres::{drop_stale_databases, new_database_name};
 use crate::process::{self, DataDir, Runner};
-use crate::{io, HarnessError, TestDatabase};
+use crate::{io, Dropper, HarnessError, TestDatabase};
 
 /// The template every test database is copied from, on every node.
 const TEMPLATE: &str = "weft_citus_template";
@@ -123,7 +123,8 @@ impl CitusHarness {
     /// the cluster's node list in it, and no tables.
     /// [`TestDatabase::url`] is the coordinator's;
     /// [`TestDatabase::direct_urls`] are the coordinator's then each
-    /// worker's. Dropped from every node when the value drops.
+    /// worker's. Dropped from every node when the value drops, even after a
+    /// failure.
     ///
     /// # Errors
     /// [`HarnessError::Database`] when a node refuses.
@@ -146,13 +147,16 @@ impl CitusHarness {
             .into_iter()
             .map(|p| self.cluster.url(p, &name))
             .collect();
-        let mut db = TestDatabase::new(urls[0].clone(), urls)?;
         // Dropped from every node (also those where the create succeeded)
         // if any create failed.
-        db.drop_with = Some(DropOnNodes {
-            runner: self.cluster.runner.clone(),
-            ports: self.cluster.ports(),
-        });
+        let db = TestDatabase::new(
+            urls[0].clone(),
+            urls,
+            Dropper::OnNodes(DropOnNodes {
+                runner: self.cluster.runner.clone(),
+                ports: self.cluster.ports(),
+            }),
+        )?;
         for r in results {
             r?;
         }

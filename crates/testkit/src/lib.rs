@@ -1,5 +1,6 @@
 //! Test harnesses for Weft's tests: every test gets a fresh, empty database
-//! on a real server of the topology it runs on.
+//! on a real server of the topology it runs on ([`TestDatabase`]), dropped
+//! again when the test passes.
 //!
 //! - [`PgHarness`]: one PostgreSQL.
 //! - [`BouncerHarness`]: a real PgBouncer (transaction pooling) in front of
@@ -112,21 +113,37 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Harn
 }
 
 /// A fresh, empty database of one topology, never shared with another
-/// test.
-///
-/// A database on Citus is dropped from every node when this value drops
-/// (each Citus database keeps a maintenance process per node, so they must
-/// not pile up); others stay until a later run drops them as stale.
+/// test, dropped (`DROP DATABASE … WITH (FORCE)`, ending any session still
+/// on it) when this guard is dropped — unless the thread is panicking: a
+/// failing test keeps its database for inspection, and a later run drops it
+/// once older than [`STALE_AFTER`]. So passing tests leave nothing behind on
+/// the shared servers. On Citus the database is dropped from every node
+/// even after a failure: each Citus database keeps a maintenance worker per
+/// node, and they must not pile up.
 #[derive(Debug)]
 pub struct TestDatabase {
     url: String,
     direct_urls: Vec<String>,
     name: String,
-    drop_with: Option<citus::DropOnNodes>,
+    drop_with: Option<Dropper>,
+}
+
+/// How a [`TestDatabase`] is dropped.
+#[derive(Debug)]
+pub(crate) enum Dropper {
+    /// On one PostgreSQL server, through its maintenance database's URL;
+    /// kept when the test failed.
+    OnServer(String),
+    /// On every node of a Citus cluster, always.
+    OnNodes(citus::DropOnNodes),
 }
 
 impl TestDatabase {
-    pub(crate) fn new(url: String, direct_urls: Vec<String>) -> Result<Self, HarnessError> {
+    pub(crate) fn new(
+        url: String,
+        direct_urls: Vec<String>,
+        drop_with: Dropper,
+    ) -> Result<Self, HarnessError> {
         let name = url::Url::parse(&url)?
             .path()
             .trim_start_matches('/')
@@ -135,7 +152,7 @@ impl TestDatabase {
             url,
             direct_urls,
             name,
-            drop_with: None,
+            drop_with: Some(drop_with),
         })
     }
 
@@ -161,8 +178,12 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Some(d) = self.drop_with.take() {
-            d.drop_database(&self.name);
+        match self.drop_with.take() {
+            Some(Dropper::OnNodes(nodes)) => nodes.drop_database(&self.name),
+            Some(Dropper::OnServer(admin_url)) if !std::thread::panicking() => {
+                postgres::drop_database(admin_url, self.name.clone());
+            }
+            _ => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::OnceCell;
 
 use crate::process::{self, DataDir, Runner};
-use crate::{HarnessError, TestDatabase, DATABASE_PREFIX, DATABASE_URL_ENV, STALE_AFTER};
+use crate::{Dropper, HarnessError, TestDatabase, DATABASE_PREFIX, DATABASE_URL_ENV, STALE_AFTER};
 
 /// A PostgreSQL server for tests, shared by every test of the process.
 #[derive(Debug)]
@@ -41,8 +41,9 @@ impl PgHarness {
             .await
     }
 
-    /// A URL of a fresh, empty database on the shared server: the one call
-    /// most tests need.
+    /// A URL of a fresh, empty database on the shared server, kept after
+    /// the test (until [`STALE_AFTER`]); [`PgHarness::fresh_database`]
+    /// drops it when the test passes.
     ///
     /// # Errors
     /// As [`PgHarness::shared`] and [`PgHarness::create_database`].
@@ -50,14 +51,20 @@ impl PgHarness {
         Self::shared().await?.create_database().await
     }
 
-    /// A fresh, empty database on the shared server, as a [`TestDatabase`]
-    /// (its URL is also its one direct URL).
+    /// A fresh, empty database on the shared server that is dropped again
+    /// when the returned guard is, if the test passed (see
+    /// [`TestDatabase`]); its URL is also its one direct URL.
     ///
     /// # Errors
-    /// As [`PgHarness::fresh_database_url`].
+    /// As [`PgHarness::shared`] and [`PgHarness::create_database`].
     pub async fn fresh_database() -> Result<TestDatabase, HarnessError> {
-        let url = Self::fresh_database_url().await?;
-        TestDatabase::new(url.clone(), vec![url])
+        let harness = Self::shared().await?;
+        let url = harness.create_database().await?;
+        TestDatabase::new(
+            url.clone(),
+            vec![url],
+            Dropper::OnServer(harness.admin_url().to_owned()),
+        )
     }
 
     /// Creates a new, empty database (`weft_test_<unix time>_<random>`) and
@@ -119,6 +126,37 @@ pub(crate) fn with_database(base: &url::Url, name: &str) -> String {
     let mut url = base.clone();
     url.set_path(&format!("/{name}"));
     url.to_string()
+}
+
+/// Drops database `name` (`WITH (FORCE)`) through `admin_url`, from any
+/// context: `Drop` cannot await and may run inside a runtime or outside
+/// one, so a short-lived thread with its own runtime issues the DROP. Best
+/// effort: a failure only leaves the database for the stale sweep.
+pub(crate) fn drop_database(admin_url: String, name: String) {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return;
+    }
+    let what = name.clone();
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&admin_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Checked above: digits, letters and underscores only.
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let result = admin.execute(sql.as_str()).await.map(|_| ());
+            let _ = admin.close().await;
+            result.map_err(|e| e.to_string())
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = dropped {
+        tracing::debug!(database = %what, error = %e, "could not drop a test database");
+    }
 }
 
 /// Drops the test databases on the server of `admin_url` that are older

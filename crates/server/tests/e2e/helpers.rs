@@ -79,18 +79,19 @@ pub struct TestApp {
     /// Every instance's metrics, in the order of [`TestApp::bases`].
     all_metrics: Vec<Metrics>,
     settings: Settings,
-    /// Keeps the test database (a Citus one is dropped with it).
-    _database: Option<weft_testkit::TestDatabase>,
     _dir: tempfile::TempDir,
+    /// Dropped with the app when the test passed (kept when it failed;
+    /// on Citus always dropped).
+    _database: Option<weft_testkit::TestDatabase>,
 }
 
 fn init_logs() {
     // Logs only when asked for: `TEST_LOG=debug cargo test …`.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = weft_server::telemetry::init(weft_server::telemetry::subscriber(
-            &filter,
-            weft_server::config::LogFormat::Text,
-        ));
+        let subscriber =
+            weft_server::telemetry::subscriber(&filter, weft_server::config::LogFormat::Text)
+                .expect("TEST_LOG is a tracing filter");
+        let _ = weft_server::telemetry::init(subscriber);
     }
 }
 
@@ -116,13 +117,10 @@ pub async fn spawn_app(db: Topology) -> TestApp {
 }
 
 /// Like [`spawn_app`], letting the test adjust the settings first.
+/// The title generator is the one the settings select (derived titles
+/// unless `settings.titles` names a model).
 pub async fn spawn_app_with(db: Topology, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_app_full(
-        db,
-        adjust,
-        std::sync::Arc::new(weft_app::system::DerivedTitles),
-    )
-    .await
+    spawn(db, adjust, None).await
 }
 
 /// Like [`spawn_app_with`], with a chosen title generator.
@@ -130,6 +128,14 @@ pub async fn spawn_app_full(
     db: Topology,
     adjust: impl FnOnce(&mut Settings),
     titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
+) -> TestApp {
+    spawn(db, adjust, Some(titles)).await
+}
+
+async fn spawn(
+    db: Topology,
+    adjust: impl FnOnce(&mut Settings),
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -147,6 +153,7 @@ pub async fn spawn_app_full(
         shutdown_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
         body: weft_http::body::BodyConfig::default(),
+        titles: None,
     };
     adjust(&mut settings);
     let mut bases = Vec::new();
@@ -184,8 +191,8 @@ pub async fn spawn_app_full(
         metrics: all_metrics[0].clone(),
         all_metrics,
         settings,
-        _database: database,
         _dir: dir,
+        _database: database,
     }
 }
 
@@ -198,12 +205,14 @@ type Running = (
 
 async fn start(
     settings: Settings,
-    titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
+    titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> Running {
     let what = settings.database.describe();
-    let app = Application::build_with_titles(settings, titles)
-        .await
-        .unwrap_or_else(|e| panic!("server builds on {what}: {}", weft_http::error::chain(&e)));
+    let app = match titles {
+        Some(titles) => Application::build_with_titles(settings, titles).await,
+        None => Application::build(settings).await,
+    }
+    .unwrap_or_else(|e| panic!("server builds on {what}: {}", weft_http::error::chain(&e)));
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.metrics().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -525,11 +534,7 @@ impl TestApp {
         let mut instances = Vec::new();
         let mut all_metrics = Vec::new();
         for _ in 0..self.db.instances() {
-            let (base, metrics, tx, server) = start(
-                self.settings.clone(),
-                std::sync::Arc::new(weft_app::system::DerivedTitles),
-            )
-            .await;
+            let (base, metrics, tx, server) = start(self.settings.clone(), None).await;
             bases.push(base);
             all_metrics.push(metrics);
             instances.push(Instance {

@@ -7,6 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod helpers;
+// The scripted OpenAI-compatible model server, shared with the title
+// adapter's own tests.
+#[path = "../../../adapters-titles/tests/support/model_server.rs"]
+mod model_server;
 
 mod auth;
 mod binary;
@@ -22,4 +26,6 @@ mod load;
 mod objects;
 mod ops;
 mod paging;
+mod readme;
+mod titles;
 mod validation;

@@ -7,6 +7,50 @@ use serde_json::json;
 use crate::every_topology;
 use crate::helpers::{spawn_app, Db, TestApp};
 
+/// The server's bare address (what a browser opens first) answers and
+/// points to the documentation, instead of a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_points_to_the_docs() {
+    let app = spawn_app(Db::Sqlite).await;
+    let root = app
+        .send(app.client.get(format!("{}/", app.base)))
+        .await
+        .expect(200);
+    assert_eq!(root["docs"], "/docs");
+    assert_eq!(root["openapi"], "/openapi.json");
+    assert!(
+        root["message"].as_str().unwrap().contains("/docs"),
+        "{root}"
+    );
+    let text = app
+        .send(app.client.get(format!("{}/metrics", app.base)))
+        .await
+        .text;
+    assert!(
+        text.contains(r#"weft_http_requests_total{method="GET",route="/",status="200"} 1"#),
+        "{text}"
+    );
+}
+
+/// The Swagger "Authorize" dialog shows the bearer scheme's description: it
+/// tells a user how to get a token and holds no note meant for developers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorize_dialog_says_how_to_get_a_token() {
+    let app = spawn_app(Db::Sqlite).await;
+    let doc = app
+        .send(app.client.get(format!("{}/openapi.json", app.base)))
+        .await
+        .expect(200);
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for scheme in schemes.values() {
+        let text = scheme["description"].as_str().unwrap_or_default();
+        assert!(text.contains("weft token --user"), "{text}");
+        for internal in ["extractor", "check_bearer", "poem", "handler"] {
+            assert!(!text.contains(internal), "{internal:?} in {text}");
+        }
+    }
+}
+
 every_topology! {
     /// healthz and readyz answer 200 once migrations are applied.
     async fn health_and_readiness_answer_ok(app) {
