@@ -55,6 +55,27 @@ pub struct DatabaseArgs {
     /// Per-statement timeout in milliseconds (PostgreSQL).
     #[arg(long, env = "WEFT_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: `on` prepares each statement once per connection and
+    /// reuses it; `off` uses no named prepared statements, for a pooler in
+    /// transaction mode (PgBouncer). API.md, Configuration.
+    #[arg(long, env = "WEFT_PG_STATEMENT_CACHE", default_value = "on")]
+    pub pg_statement_cache: Switch,
+}
+
+/// An `on`/`off` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Switch {
+    /// `true` for [`Switch::On`].
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
 }
 
 /// The token secret's sources.
@@ -705,6 +726,10 @@ pub struct Settings {
     pub pool_max: u32,
     /// Per-statement timeout.
     pub statement_timeout: Duration,
+    /// PostgreSQL: whether statements are prepared under a name and reused
+    /// per connection (`WEFT_PG_STATEMENT_CACHE`); `false` behind a pooler
+    /// in transaction mode. Ignored for SQLite.
+    pub pg_statement_cache: bool,
     /// The token secret.
     pub secret: JwtSecret,
     /// Listen address (port 0 picks a free port).
@@ -1000,6 +1025,27 @@ mod tests {
     }
 
     #[test]
+    fn the_statement_cache_is_switched_off_by_flag_or_environment() {
+        let cli = Cli::try_parse_from(["weft", "--pg-statement-cache", "off"]).unwrap();
+        assert_eq!(cli.serve.database.pg_statement_cache, Switch::Off);
+        let cli = Cli::try_parse_from(["weft", "migrate", "--pg-statement-cache=off"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Migrate(d)) if d.pg_statement_cache == Switch::Off)
+        );
+        assert!(Cli::try_parse_from(["weft", "--pg-statement-cache", "maybe"]).is_err());
+        let settings = |args: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = format!("sqlite://{}", dir.path().join("w.db").display());
+            let mut argv = vec!["weft", "--database-url", db.as_str()];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            cli.serve.settings().unwrap().0.pg_statement_cache
+        };
+        assert!(settings(&[]));
+        assert!(!settings(&["--pg-statement-cache", "off"]));
+    }
+
+    #[test]
     fn body_settings_are_flags_and_must_be_consistent() {
         let cli = Cli::try_parse_from([
             "weft",
@@ -1033,6 +1079,7 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.serve.database.pool_max, 16);
+        assert_eq!(cli.serve.database.pg_statement_cache, Switch::On);
         assert_eq!(cli.serve.max_body_bytes, 4_194_304);
         assert_eq!(cli.serve.body_timeout_ms, 30_000);
         assert_eq!(cli.serve.max_inflight_body_bytes, 268_435_456);
@@ -1133,6 +1180,7 @@ impl ServeArgs {
             database,
             pool_max: self.database.pool_max,
             statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
+            pg_statement_cache: self.database.pg_statement_cache.is_on(),
             secret,
             bind: self.bind,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),

@@ -175,6 +175,7 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
         &database,
         args.pool_max,
         Duration::from_millis(args.statement_timeout_ms),
+        args.pg_statement_cache.is_on(),
     )
     .await?;
     store.migrate().await?;

@@ -135,12 +135,14 @@ impl Store {
             &settings.database,
             settings.pool_max,
             settings.statement_timeout,
+            settings.pg_statement_cache,
         )
         .await
     }
 
     /// Opens `database` with at most `pool_max` connections. Does not
-    /// migrate. The one place an adapter is chosen.
+    /// migrate. The one place an adapter is chosen. `pg_statement_cache`
+    /// is `WEFT_PG_STATEMENT_CACHE` (PostgreSQL only).
     ///
     /// # Errors
     /// As [`Store::connect`].
@@ -148,6 +150,7 @@ impl Store {
         database: &DatabaseUrl,
         pool_max: u32,
         statement_timeout: Duration,
+        pg_statement_cache: bool,
     ) -> Result<Self, StoreError> {
         let connect_err = |source: AdapterError, hint: String| StoreError::Connect {
             what: database.describe(),
@@ -177,6 +180,7 @@ impl Store {
                 let mut cfg = PgConfig::new(url.clone());
                 cfg.pool_max = pool_max;
                 cfg.statement_timeout = statement_timeout;
+                cfg.statement_cache = pg_statement_cache;
                 Arc::new(
                     PgStore::connect(&cfg)
                         .await

@@ -1,6 +1,9 @@
 //! Weft end to end: the real server over real sockets, on a fresh database
-//! per test, each test run against SQLite and PostgreSQL (`<test>::sqlite`,
-//! `<test>::postgres`). One module per section of API.md.
+//! per test, each test run on every topology (`helpers::Topology`): SQLite,
+//! PostgreSQL, two instances through PgBouncer in transaction mode, and
+//! Citus (`<test>::sqlite`, `::postgres`, `::pgbouncer`, `::citus`). One
+//! module per section of API.md; `faults` kills and restarts parts of a
+//! deployment under load (`load` drives it and checks what survived).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod helpers;
@@ -17,9 +20,11 @@ mod cancellation;
 mod concurrency;
 mod edge;
 mod errors;
+mod faults;
 mod headers;
 mod idempotency;
 mod isolation;
+mod load;
 mod objects;
 mod ops;
 mod paging;

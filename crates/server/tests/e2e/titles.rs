@@ -221,19 +221,12 @@ async fn concurrent_auto_renames_and_a_manual_rename_end_with_a_written_title(db
     assert_eq!(now["message_count"], 1);
 }
 
+/// One test per topology (`crate::topology_tests!`) for each scenario.
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(crate::helpers::Db::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(crate::helpers::Db::Postgres).await
-                }
+                crate::topology_tests!(super::$name);
             }
         )*
     };
