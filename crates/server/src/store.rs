@@ -449,7 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("weft.db");
         let url = DatabaseUrl::parse(&format!("sqlite://{}", db.display())).unwrap();
-        let store = Store::connect_url(&url, 2, Duration::from_secs(5))
+        let store = Store::connect_url(&url, 2, Duration::from_secs(5), false)
             .await
             .unwrap();
         store.migrate().await.unwrap();
