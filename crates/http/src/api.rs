@@ -31,7 +31,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, Target};
 use crate::headers::IdempotencyKeyHeader;
-use crate::middleware::RequestMeta;
+use crate::request::RequestMeta;
 use crate::shield::Shield;
 
 #[derive(Tags)]

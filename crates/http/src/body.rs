@@ -46,7 +46,7 @@ use tokio::sync::Semaphore;
 use crate::error::ApiError;
 use crate::headers::{check_content_type, content_coding, content_length, Coding};
 use crate::metrics::Metrics;
-use crate::middleware::RequestMeta;
+use crate::request::RequestMeta;
 
 /// Default of `WEFT_MAX_BODY_BYTES` (4 MiB): one message at the
 /// 256,000-character limit fits in any valid JSON encoding (emoji as
@@ -529,19 +529,6 @@ impl BodyReader {
     }
 }
 
-/// Whether a `Content-Type` value names JSON (`application/json` or any
-/// `application/*+json`), parameters ignored.
-pub fn is_json_content_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
 /// A JSON request body: the raw value (for idempotency fingerprints) and
 /// the DTO parsed from it. `T` derives both `serde::Deserialize` (which
 /// parses, with `deny_unknown_fields`) and `poem_openapi::Object` (which
@@ -715,16 +702,6 @@ fn schema_of<T: Type>() -> MetaSchemaRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_content_types_are_recognised_with_parameters_and_suffixes() {
-        assert!(is_json_content_type("application/json"));
-        assert!(is_json_content_type("Application/JSON; charset=utf-8"));
-        assert!(is_json_content_type("application/merge-patch+json"));
-        assert!(!is_json_content_type("text/plain"));
-        assert!(!is_json_content_type("application/x-www-form-urlencoded"));
-        assert!(!is_json_content_type(""));
-    }
 
     #[test]
     fn empty_bodies_read_as_an_empty_object_and_arrays_are_refused() {

@@ -22,6 +22,22 @@ use weft_domain::{IdempotencyKey, RequestId};
 
 use crate::error::ApiError;
 
+/// The request-id header, on every request and response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Whether a `Content-Type` value names JSON (`application/json` or any
+/// `application/*+json`), parameters ignored.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// How a request body is encoded on the wire (API.md, the 415 row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
@@ -59,7 +75,7 @@ fn single_ascii(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>
 /// The request id of API.md "Errors": the client's own if it sent exactly
 /// one sane `x-request-id`, else a freshly generated one.
 pub fn request_id(headers: &HeaderMap) -> RequestId {
-    single_ascii(headers, &crate::middleware::REQUEST_ID)
+    single_ascii(headers, &REQUEST_ID)
         .ok()
         .flatten()
         .and_then(|v| RequestId::parse(&v).ok())
@@ -74,7 +90,7 @@ pub fn request_id(headers: &HeaderMap) -> RequestId {
 pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     match single_ascii(headers, &CONTENT_TYPE) {
         Ok(None) => Ok(()),
-        Ok(Some(ct)) if crate::body::is_json_content_type(&ct) => Ok(()),
+        Ok(Some(ct)) if is_json_content_type(&ct) => Ok(()),
         Ok(Some(ct)) => Err(ApiError::unsupported_media_type(Some(&ct))),
         Err(()) => Err(ApiError::unsupported_media_type(None)),
     }
@@ -163,6 +179,17 @@ impl<'a> ApiExtractor<'a> for IdempotencyKeyHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_with_parameters_and_suffixes() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_content_type("application/merge-patch+json"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_content_type(""));
+    }
+
     use poem::http::HeaderValue;
 
     fn map(pairs: &[(&HeaderName, &[u8])]) -> HeaderMap {
@@ -231,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_request_id_is_kept_only_when_single_and_sane() {
-        let rid = &crate::middleware::REQUEST_ID;
+        let rid = &REQUEST_ID;
         assert_eq!(request_id(&map(&[(rid, b"abc-1")])).as_str(), "abc-1");
         for bad in [&b"r\xe9q"[..], b"has space", b""] {
             let got = request_id(&map(&[(rid, bad)]));

@@ -16,6 +16,8 @@
 //!   encoding, gzip, size limit, body timeout, in-flight budget), the JSON
 //!   request extractor, pre-rendered responses.
 //! - [`headers`]: every request header Weft interprets, read as bytes by rule.
+//! - [`request`]: the per-request facts (request id, deadline) the edge
+//!   hands to the body extractor and the operations.
 //! - [`dto`]: wire shapes and their conversion into domain commands.
 //! - [`api`]: the `/v1` operations.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the [`ops::Health`] port
@@ -42,5 +44,6 @@ pub mod jwks;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
+pub mod request;
 pub mod routes;
 pub mod shield;

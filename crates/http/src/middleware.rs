@@ -14,30 +14,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use poem::http::header::{HeaderValue, CONTENT_TYPE};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use weft_domain::RequestId;
 
 use crate::error::{apply_retry_hints, ApiError};
+use crate::headers::{is_json_content_type, REQUEST_ID};
 use crate::metrics::{method_label, route_template, Metrics};
-
-/// The request-id header, on every request and response.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Per-request facts the edge establishes, for handlers (request
-/// extensions): they build the immutable `RequestContext` from it and the
-/// verified token.
-#[derive(Debug, Clone)]
-pub struct RequestMeta {
-    /// The correlation id echoed in `x-request-id`.
-    pub request_id: RequestId,
-    /// When its headers had arrived: the body timeout counts from here.
-    pub received: Instant,
-    /// When the request's work should be done by.
-    pub deadline: Instant,
-}
+use crate::request::RequestMeta;
 
 /// The edge middleware. See the module docs.
 #[derive(Debug, Clone)]
@@ -187,7 +173,7 @@ fn ensure_envelope(resp: Response, method: &str, path: &str) -> Response {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(crate::body::is_json_content_type);
+        .is_some_and(is_json_content_type);
     if is_json {
         return resp;
     }
