@@ -48,9 +48,23 @@ pub(crate) struct PgTx {
 /// time bound of a single read run without a transaction block, and
 /// read-only by default, so such a read cannot write (ports rule 7).
 /// Every transaction sets its own access mode and bounds anyway.
+///
+/// On a Citus coordinator, also `plan_cache_mode = force_custom_plan`: a
+/// cached generic plan of a statement over two colocated tables (an append's
+/// `WITH … UPDATE threads … INSERT INTO messages`, a message archive's
+/// `UPDATE … FROM threads`) cannot be pruned to one shard, so Citus either
+/// refuses it ("could not create distributed plan") or runs it on every
+/// shard. Custom plans see the owner and stay single-shard router queries
+/// (checked by the Citus suites, which refuse multi-shard queries). Unnamed
+/// statements (statement cache off) are always planned that way.
 pub(crate) fn session_sql(statement_timeout: Duration) -> String {
     format!(
-        "SET statement_timeout = {}; SET default_transaction_read_only = on",
+        "DO $$ BEGIN \
+           IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN \
+             PERFORM set_config('plan_cache_mode', 'force_custom_plan', false); \
+           END IF; \
+         END $$; \
+         SET statement_timeout = {}; SET default_transaction_read_only = on",
         millis(statement_timeout)
     )
 }

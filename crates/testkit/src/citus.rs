@@ -51,6 +51,25 @@ const INSTALL_HINT: &str =
      postgresql-15-citus-13.0 from https://packagecloud.io/citusdata/community), \
      or build it from source: sudo ../shared/citus/install.sh";
 
+/// `url` with a session option that makes the Citus coordinator refuse any
+/// query that would run on more than one shard
+/// (`citus.multi_task_query_log_level = error`). Weft's service connections
+/// use it in the Citus suites, so every query an API request runs is
+/// proven a single-shard router query (issue 15 item 2): a multi-shard one
+/// fails its test with "multi-task query about to be executed".
+///
+/// It also starts the session with `plan_cache_mode = force_generic_plan`,
+/// the plan PostgreSQL may switch a cached statement to after five runs:
+/// Weft must override it on Citus (its session settings), and a suite run
+/// proves it does from the first statement rather than by chance.
+pub fn router_queries_only(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}options=-c%20citus.multi_task_query_log_level%3Derror\
+         %20-c%20plan_cache_mode%3Dforce_generic_plan"
+    )
+}
+
 /// A Citus cluster for tests: the shared one ([`CitusHarness::shared`]) or
 /// a test's own ([`CitusHarness::dedicated`], stopped when dropped).
 #[derive(Debug)]

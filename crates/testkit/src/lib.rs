@@ -44,7 +44,7 @@ mod postgres;
 mod process;
 
 pub use bouncer::{BouncerHarness, ServerConnections};
-pub use citus::CitusHarness;
+pub use citus::{router_queries_only, CitusHarness};
 pub use postgres::PgHarness;
 
 /// Environment variable naming an existing server to test against.

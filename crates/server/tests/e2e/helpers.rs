@@ -109,7 +109,13 @@ pub async fn fresh_database(
         Topology::Citus => weft_testkit::CitusHarness::fresh_database().await,
     }
     .unwrap_or_else(|e| panic!("a fresh {topology:?} database from the test harness: {e}"));
-    (db.url().to_owned(), Some(db))
+    let url = match topology {
+        // Every query an API request runs must be a single-shard router
+        // query: the coordinator refuses any other on Weft's connections.
+        Topology::Citus => weft_testkit::router_queries_only(db.url()),
+        _ => db.url().to_owned(),
+    };
+    (url, Some(db))
 }
 
 /// Starts Weft on port 0 over a fresh database of `topology`.
