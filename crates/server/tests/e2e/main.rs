@@ -18,6 +18,7 @@ mod binary;
 mod bodies;
 mod cancellation;
 mod concurrency;
+mod deadline;
 mod edge;
 mod errors;
 mod faults;
