@@ -73,7 +73,13 @@ async fn killing_one_of_two_instances_under_load_loses_no_acknowledged_write(top
     let recovered = load
         .wait_for_acks(before + 150, Duration::from_secs(60))
         .await;
+    let recovery = killed_at.elapsed();
     let ledger = load.finish().await;
+    // Figures for docs/SCALING.md (`--no-capture` shows them).
+    eprintln!(
+        "fault kill -9 ({topology:?}): 150 more acks {recovery:?} after the kill; {}",
+        ledger.summary()
+    );
     assert!(
         recovered,
         "the surviving instance keeps acknowledging writes ({})",
@@ -158,12 +164,18 @@ mod restarting_pgbouncer_under_load_loses_no_acknowledged_write {
             "the load makes progress before the fault (acks: {})",
             load.acks()
         );
+        let restarted_at = Instant::now();
         bouncer.restart().await.expect("PgBouncer restarts");
         let before = load.acks();
         let recovered = load
             .wait_for_acks(before + 150, Duration::from_secs(60))
             .await;
+        let recovery = restarted_at.elapsed();
         let ledger = load.finish().await;
+        eprintln!(
+            "fault PgBouncer restart: 150 more acks {recovery:?} after it; {}",
+            ledger.summary()
+        );
         assert!(
             recovered,
             "Weft recovers after the restart ({})",
@@ -248,7 +260,19 @@ mod stopping_a_citus_worker_fails_only_its_users_and_all_recover {
         let names: Vec<String> = users.iter().map(|(u, _)| u.clone()).collect();
         load.wait_until_served_since(&names, back_at, Duration::from_secs(60))
             .await;
+        let all_served = back_at.elapsed();
         let ledger = load.finish().await;
+        let slowest_503 = ledger
+            .ops
+            .iter()
+            .filter(|op| op.outcome.label() == "503")
+            .map(|op| op.took)
+            .max();
+        eprintln!(
+            "fault Citus worker stopped {:?}: slowest 503 {slowest_503:?}; every user served again within {all_served:?} of its start; {}",
+            up_at - down_at,
+            ledger.summary()
+        );
         assert!(
             others_served,
             "users on the running worker are served ({})",
