@@ -179,7 +179,7 @@ impl Api {
         let cmd = body.dto.into_command()?;
         let render = thread_renderer();
         let result = self
-            .call(Target::Thread(""), move |app| async move {
+            .call(Target::Threads, move |app| async move {
                 match idem {
                     Some(idem) => app.create_thread_idempotent(&ctx, cmd, idem, render).await,
                     None => app.create_thread(&ctx, cmd, render).await,
@@ -216,7 +216,7 @@ impl Api {
         let ctx = context(req, caller);
         let params = list_params(limit.0, order.0, after.0, before.0, ThreadId::parse)?;
         let page = self
-            .call(Target::Thread(""), move |app| async move {
+            .call(Target::Threads, move |app| async move {
                 app.list_threads(&ctx, params).await
             })
             .await?;

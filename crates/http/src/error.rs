@@ -99,6 +99,9 @@ impl std::error::Error for ApiError {}
 /// The object a `404` was about, for the OpenAI-style message.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
+    /// The caller's threads as a whole (creating or listing threads): no
+    /// id was sent, so a `404` names none.
+    Threads,
     /// A thread, by the id the client sent.
     Thread(&'a str),
     /// A message of a thread, by the ids the client sent.
@@ -138,6 +141,7 @@ impl ApiError {
     /// `404` for `target`: the same answer for missing, foreign and deleted.
     pub fn not_found(target: Target<'_>) -> Self {
         let message = match target {
+            Target::Threads => "No such object.".to_owned(),
             Target::Thread(id) => format!("No thread found with id '{}'.", shorten(id)),
             Target::Message { thread, message } => format!(
                 "No message found with id '{}' in thread '{}'.",
