@@ -106,6 +106,10 @@ if [ -z "$sdk_only" ]; then
     else
       cargo nextest run --workspace --no-fail-fast
     fi
+    # nextest does not run doctests (e.g. the compile_fail proof that a
+    # committed unit of work cannot be used again, crates/ports/src/uow.rs).
+    log "Doctests"
+    cargo test --workspace --doc
   else
     if [ -n "$citus_skipped" ]; then
       cargo test --workspace --no-fail-fast -- --skip citus

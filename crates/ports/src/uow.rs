@@ -9,7 +9,24 @@
 //! 2. Repositories are supertraits of [`UnitOfWork`]: they cannot be reached
 //!    without an open transaction and cannot outlive it.
 //! 3. [`UnitOfWork::commit`] and [`UnitOfWork::rollback`] consume the unit
-//!    of work; using it afterwards does not compile.
+//!    of work; using it afterwards does not compile:
+//!
+//!    ```compile_fail,E0382
+//!    # use weft_ports::{PortError, UnitOfWork};
+//!    async fn commit_twice(uow: Box<dyn UnitOfWork>) -> Result<(), PortError> {
+//!        uow.commit().await?;
+//!        uow.commit().await // error[E0382]: use of moved value: `uow`
+//!    }
+//!    ```
+//!
+//!    while the same unit of work committed once compiles:
+//!
+//!    ```
+//!    # use weft_ports::{PortError, UnitOfWork};
+//!    async fn commit_once(uow: Box<dyn UnitOfWork>) -> Result<(), PortError> {
+//!        uow.commit().await
+//!    }
+//!    ```
 //! 4. Dropping an open unit of work — including dropping the future that
 //!    owns it in the middle of a statement — rolls it back: its connection
 //!    is rolled back before reuse or closed, never handed on dirty.
@@ -20,12 +37,6 @@
 //!    deadline ([`RequestContext::deadline`]).
 //! 7. A [`Mode::ReadOnly`] or [`Mode::SingleRead`] unit of work cannot
 //!    write: writes fail.
-//! 9. A [`Mode::SingleRead`] unit of work makes exactly one repository
-//!    call. The adapter may run it without a transaction block (one
-//!    statement is atomic and sees one snapshot by itself, so nothing is
-//!    lost), still bounded in time by rule 6; a second repository call on
-//!    it fails with [`PortError::Unexpected`] rather than see another
-//!    snapshot.
 //! 8. Ids become visible in id order: within one owner's threads, and
 //!    within one thread's messages, a transaction that creates an object
 //!    commits after every transaction that created a smaller id. Adapters
@@ -34,6 +45,12 @@
 //!    message id ([`MessageRepository::append_message`]), so a pager that
 //!    passed an id never meets a smaller one later (API.md, "Lists": every
 //!    object exactly once), whichever process minted the ids.
+//! 9. A [`Mode::SingleRead`] unit of work makes exactly one repository
+//!    call. The adapter may run it without a transaction block (one
+//!    statement is atomic and sees one snapshot by itself, so nothing is
+//!    lost), still bounded in time by rule 6; a second repository call on
+//!    it fails with [`PortError::Unexpected`] rather than see another
+//!    snapshot.
 
 use async_trait::async_trait;
 use weft_domain::{
