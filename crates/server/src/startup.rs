@@ -15,6 +15,7 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Response, Server};
 use prometheus::IntGauge;
 use weft_adapters_titles::ModelTitlesError;
+use weft_app::lifecycle::Lifecycle;
 use weft_app::system::{SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
 use weft_http::auth::TokenKeys;
@@ -24,7 +25,7 @@ use weft_http::routes::{routes, HttpConfig};
 use weft_http::shield::Shield;
 use weft_ports::{Mode, PortError, RequestContext, TitleGenerator, UnitOfWork, UnitOfWorkFactory};
 
-use crate::config::Settings;
+use crate::config::{LifecycleSettings, Settings};
 use crate::store::{Store, StoreError};
 
 /// The server could not start.
@@ -60,6 +61,8 @@ pub struct Application {
     metrics: Metrics,
     shield: Shield,
     shutdown_timeout: Duration,
+    lifecycle: Lifecycle,
+    lifecycle_settings: LifecycleSettings,
 }
 
 impl Application {
@@ -115,6 +118,12 @@ impl Application {
             },
         );
 
+        let lifecycle = Lifecycle::new(
+            store.maintenance(),
+            Arc::new(SystemClock),
+            settings.lifecycle.batches,
+        );
+
         let shield = Shield::default();
         let routes = routes(HttpConfig {
             app,
@@ -146,6 +155,8 @@ impl Application {
             metrics,
             shield,
             shutdown_timeout: settings.shutdown_timeout,
+            lifecycle,
+            lifecycle_settings: settings.lifecycle,
         })
     }
 
@@ -192,8 +203,14 @@ impl Application {
     }
 
     /// Serves until `signal` resolves; then stops accepting, lets in-flight
-    /// requests finish within the shutdown timeout, and closes the pool
-    /// (which waits for every connection to come back).
+    /// requests finish within the shutdown timeout, stops the background
+    /// idempotency expiry, and closes the pool (which waits for every
+    /// connection to come back).
+    ///
+    /// While serving, idempotency records older than
+    /// `WEFT_IDEMPOTENCY_RETENTION` are deleted in the background (a sweep
+    /// at start, then every minute; bounded batches, counted in
+    /// `weft_idempotency_records_expired_total`).
     ///
     /// # Errors
     /// An I/O error of the listener.
@@ -204,8 +221,24 @@ impl Application {
             store,
             shield,
             shutdown_timeout,
+            lifecycle,
+            lifecycle_settings,
+            metrics,
             ..
         } = self;
+        let (stop_expiry, expiry_stopped) = tokio::sync::oneshot::channel::<()>();
+        let expiry = tokio::spawn(async move {
+            lifecycle
+                .run_idempotency_expiry(
+                    lifecycle_settings.idempotency_retention,
+                    lifecycle_settings.sweep_every,
+                    &metrics,
+                    async move {
+                        let _ = expiry_stopped.await;
+                    },
+                )
+                .await;
+        });
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(shutdown_timeout))
             .await;
@@ -217,6 +250,14 @@ impl Application {
                 running = shield.running(),
                 "use cases still running at shutdown"
             );
+        }
+        // The expiry ends at once (a batch in flight rolls back whole).
+        let _ = stop_expiry.send(());
+        if tokio::time::timeout(shutdown_timeout, expiry)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the idempotency expiry did not stop in time");
         }
         tracing::info!("server stopped; closing the database pool");
         // close() waits for every connection to come back, bounded so a stuck

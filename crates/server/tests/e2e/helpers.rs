@@ -106,6 +106,7 @@ async fn spawn(
         request_timeout: Duration::from_secs(30),
         body: weft_http::body::BodyConfig::default(),
         titles: None,
+        lifecycle: weft_server::config::LifecycleSettings::default(),
     };
     adjust(&mut settings);
     let (base, metrics, tx, server) = start(settings.clone(), titles).await;
