@@ -16,8 +16,23 @@
 //!   indexes; a multi-shard read on Citus), groups them by owner, then
 //!   deletes each owner's share by key in a transaction of its own. A
 //!   batch delete never uses `ctid` (not allowed on a distributed table):
-//!   rows are named by their keys, `(thread_id, id) IN (…)`.
+//!   rows are named by their keys (a join with `UNNEST` of key arrays, or
+//!   a key range of one thread).
 //! - **Erase and export** touch only the given owner, in every statement.
+//!
+//! # Plans
+//!
+//! Every batch first reads at most `n` keys (an index range scan in key
+//! order, or the archive/expiry indexes), then changes exactly those rows
+//! by key — a nested loop of primary-key lookups over `UNNEST($keys)`, or
+//! for one thread's messages a primary-key range (`id <= $nth`) — so its
+//! cost is the batch's whatever the owner's size. Two shapes were refused
+//! after measuring them on 100,000 messages of one owner: `… IN (SELECT
+//! … LIMIT n)` in one statement, which the planner hash-joins against the
+//! owner's whole table (234 ms for a 5,000-row batch, against 25–45 ms
+//! for the two statements), and `id = ANY($ids)`, which on a table without
+//! statistics yet (just filled) a generic plan evaluates as a filter, a
+//! linear search of the array per row (over 5 s for 5,000 ids).
 //!
 //! Every transaction is opened by the unit-of-work guard
 //! ([`weft_adapters_sqlx::TxConn`]) with its per-transaction time bounds
@@ -122,6 +137,57 @@ impl PgMaintenance {
     }
 }
 
+impl PgMaintenance {
+    /// Deletes at most `budget` messages of `owner`'s `thread`, oldest
+    /// first, in `tx`; returns how many, and whether none is left. Two
+    /// range scans of the primary key: the id `budget` rows in, then the
+    /// delete of every id up to it (or of the rest, when fewer are left),
+    /// so the cost is the batch's whatever the thread's size, and no plan
+    /// depends on the size of a bound array.
+    async fn delete_messages_of(
+        &self,
+        tx: &mut TxConn<PgTx>,
+        owner: &str,
+        thread: &str,
+        budget: u64,
+    ) -> Result<(u64, bool), PortError> {
+        let cut = tx
+            .fetch_optional(
+                self.query(
+                    "SELECT id FROM messages WHERE owner = $1 AND thread_id = $2 \
+                     ORDER BY id OFFSET $3 LIMIT 1",
+                )
+                .bind(owner)
+                .bind(thread)
+                .bind(limit_of(budget.saturating_sub(1))),
+            )
+            .await?
+            .map(|r| text(&r, 0))
+            .transpose()?;
+        let deleted = match &cut {
+            Some(cut) => tx.execute(
+                self.query("DELETE FROM messages WHERE owner = $1 AND thread_id = $2 AND id <= $3")
+                    .bind(owner)
+                    .bind(thread)
+                    .bind(cut.clone()),
+            ),
+            None => tx.execute(
+                self.query("DELETE FROM messages WHERE owner = $1 AND thread_id = $2")
+                    .bind(owner)
+                    .bind(thread),
+            ),
+        }
+        .await?
+        .rows_affected();
+        Ok((deleted, cut.is_none()))
+    }
+
+    /// The first column of `q`'s rows (at most `limit` keys of one owner).
+    async fn keys(&self, tx: &mut TxConn<PgTx>, q: Query<'_>) -> Result<Vec<String>, PortError> {
+        tx.fetch_all(q).await?.iter().map(|r| text(r, 0)).collect()
+    }
+}
+
 fn text(row: &PgRow, col: usize) -> Result<String, PortError> {
     row.try_get(col).map_err(port_error)
 }
@@ -173,7 +239,8 @@ impl Maintenance for PgMaintenance {
             // `created_at` again: a key claimed anew since the read survives.
             let q = self
                 .query(
-                    "DELETE FROM idempotency WHERE owner = $1 AND key = ANY($2) AND created_at < $3",
+                    "DELETE FROM idempotency i USING UNNEST($2::text[]) AS k(key) \
+                     WHERE i.owner = $1 AND i.key = k.key AND i.created_at < $3",
                 )
                 .bind(owner)
                 .bind(keys)
@@ -208,39 +275,34 @@ impl Maintenance for PgMaintenance {
                     break;
                 }
                 let mut tx = self.begin(Mode::ReadWrite).await?;
-                let messages = tx
-                    .execute(
-                        self.query(
-                            "DELETE FROM messages WHERE owner = $1 AND (thread_id, id) IN \
-                             (SELECT thread_id, id FROM messages \
-                              WHERE owner = $1 AND thread_id = ANY($2) LIMIT $3)",
-                        )
-                        .bind(owner.clone())
-                        .bind(ids.clone())
-                        .bind(limit_of(budget)),
-                    )
-                    .await?
-                    .rows_affected();
-                // Only threads left without a message; the others keep
-                // theirs until the next batch.
-                let gone = tx
-                    .execute(
-                        self.query(
-                            "DELETE FROM threads t WHERE t.owner = $1 AND t.id = ANY($2) \
-                               AND t.deleted_at < $3 \
-                               AND NOT EXISTS (SELECT 1 FROM messages m \
-                                               WHERE m.owner = $1 AND m.thread_id = t.id)",
-                        )
-                        .bind(owner)
-                        .bind(ids)
-                        .bind(before),
-                    )
-                    .await?
-                    .rows_affected();
+                for thread in ids {
+                    if budget == 0 {
+                        break;
+                    }
+                    let (messages, emptied) = self
+                        .delete_messages_of(&mut tx, &owner, &thread, budget)
+                        .await?;
+                    budget = budget.saturating_sub(messages);
+                    purged.messages = purged.messages.saturating_add(messages);
+                    if emptied {
+                        let gone = tx
+                            .execute(
+                                self.query(
+                                    "DELETE FROM threads t WHERE t.owner = $1 AND t.id = $2 \
+                                       AND t.deleted_at < $3 \
+                                       AND NOT EXISTS (SELECT 1 FROM messages m \
+                                                       WHERE m.owner = $1 AND m.thread_id = $2)",
+                                )
+                                .bind(owner.clone())
+                                .bind(thread)
+                                .bind(before),
+                            )
+                            .await?
+                            .rows_affected();
+                        purged.threads = purged.threads.saturating_add(gone);
+                    }
+                }
                 tx.commit().await?;
-                budget = budget.saturating_sub(messages);
-                purged.messages = purged.messages.saturating_add(messages);
-                purged.threads = purged.threads.saturating_add(gone);
             }
             return Ok(purged);
         }
@@ -257,9 +319,9 @@ impl Maintenance for PgMaintenance {
         for (owner, (thread_ids, ids)) in message_keys_by_owner(&messages)? {
             let q = self
                 .query(
-                    "DELETE FROM messages WHERE owner = $1 \
-                       AND (thread_id, id) IN (SELECT * FROM UNNEST($2::text[], $3::text[])) \
-                       AND deleted_at < $4",
+                    "DELETE FROM messages m USING UNNEST($2::text[], $3::text[]) AS k(thread_id, id) \
+                     WHERE m.owner = $1 AND m.thread_id = k.thread_id AND m.id = k.id \
+                       AND m.deleted_at < $4",
                 )
                 .bind(owner)
                 .bind(thread_ids)
@@ -279,76 +341,127 @@ impl Maintenance for PgMaintenance {
     ) -> Result<Erased, PortError> {
         let owner = user.as_str();
         let lim = i64::from(limit);
+        // Each phase reads at most `limit` keys, then changes exactly those
+        // rows by key (primary-key lookups), in one transaction.
         // 1. Close the live threads, so nothing can be appended to a thread
         //    while it is emptied (every append requires a live thread).
-        let closed = self
-            .write(
+        let mut tx = self.begin(Mode::ReadWrite).await?;
+        let ids = self
+            .keys(
+                &mut tx,
                 self.query(
-                    "UPDATE threads SET deleted_at = $2 \
-                     WHERE owner = $1 AND deleted_at IS NULL AND id IN \
-                       (SELECT id FROM threads WHERE owner = $1 AND deleted_at IS NULL LIMIT $3)",
+                    "SELECT id FROM threads WHERE owner = $1 AND deleted_at IS NULL ORDER BY id LIMIT $2",
                 )
                 .bind(owner)
-                .bind(now.unix_seconds())
                 .bind(lim),
             )
             .await?;
-        if closed > 0 {
+        if !ids.is_empty() {
+            let closed = tx
+                .execute(
+                    self.query(
+                        "UPDATE threads t SET deleted_at = $3 FROM UNNEST($2::text[]) AS k(id) \
+                         WHERE t.owner = $1 AND t.id = k.id AND t.deleted_at IS NULL",
+                    )
+                    .bind(owner)
+                    .bind(ids)
+                    .bind(now.unix_seconds()),
+                )
+                .await?
+                .rows_affected();
+            tx.commit().await?;
             return Ok(Erased {
                 threads_closed: closed,
                 ..Erased::default()
             });
         }
         // 2. Idempotency records.
-        let records = self
-            .write(
-                self.query(
-                    "DELETE FROM idempotency WHERE owner = $1 AND key IN \
-                       (SELECT key FROM idempotency WHERE owner = $1 LIMIT $2)",
-                )
-                .bind(owner)
-                .bind(lim),
+        let keys = self
+            .keys(
+                &mut tx,
+                self.query("SELECT key FROM idempotency WHERE owner = $1 ORDER BY key LIMIT $2")
+                    .bind(owner)
+                    .bind(lim),
             )
             .await?;
-        if records > 0 {
+        if !keys.is_empty() {
+            let records = tx
+                .execute(
+                    self.query(
+                        "DELETE FROM idempotency i USING UNNEST($2::text[]) AS k(key) \
+                         WHERE i.owner = $1 AND i.key = k.key",
+                    )
+                    .bind(owner)
+                    .bind(keys),
+                )
+                .await?
+                .rows_affected();
+            tx.commit().await?;
             return Ok(Erased {
                 idempotency_records: records,
                 ..Erased::default()
             });
         }
-        // 3. Messages, live and archived.
-        let messages = self
-            .write(
+        // 3. Messages, live and archived, a thread at a time.
+        let threads = self
+            .keys(
+                &mut tx,
                 self.query(
-                    "DELETE FROM messages WHERE owner = $1 AND (thread_id, id) IN \
-                       (SELECT thread_id, id FROM messages WHERE owner = $1 LIMIT $2)",
+                    "SELECT DISTINCT thread_id FROM \
+                       (SELECT thread_id FROM messages WHERE owner = $1 \
+                        ORDER BY thread_id, id LIMIT $2) m",
                 )
                 .bind(owner)
                 .bind(lim),
             )
             .await?;
-        if messages > 0 {
+        if !threads.is_empty() {
+            let mut budget = u64::from(limit);
+            let mut messages = 0u64;
+            for thread in threads {
+                if budget == 0 {
+                    break;
+                }
+                let (n, _) = self
+                    .delete_messages_of(&mut tx, owner, &thread, budget)
+                    .await?;
+                budget = budget.saturating_sub(n);
+                messages = messages.saturating_add(n);
+            }
+            tx.commit().await?;
             return Ok(Erased {
                 messages,
                 ..Erased::default()
             });
         }
-        // 4. Archived threads left without messages (a thread created
-        //    meanwhile is live: the next round closes it first).
-        let threads = self
-            .write(
+        // 4. Archived threads without messages (a thread created meanwhile
+        //    is live: the next round closes it first).
+        let ids = self
+            .keys(
+                &mut tx,
                 self.query(
-                    "DELETE FROM threads WHERE owner = $1 AND id IN \
-                       (SELECT t.id FROM threads t WHERE t.owner = $1 AND t.deleted_at IS NOT NULL \
-                          AND NOT EXISTS (SELECT 1 FROM messages m \
-                                          WHERE m.owner = $1 AND m.thread_id = t.id) \
-                        LIMIT $2)",
+                    "SELECT id FROM threads WHERE owner = $1 AND deleted_at IS NOT NULL \
+                     ORDER BY id LIMIT $2",
                 )
                 .bind(owner)
                 .bind(lim),
             )
             .await?;
-        if threads > 0 {
+        if !ids.is_empty() {
+            let threads = tx
+                .execute(
+                    self.query(
+                        "DELETE FROM threads t USING UNNEST($2::text[]) AS k(id) \
+                         WHERE t.owner = $1 AND t.id = k.id AND t.deleted_at IS NOT NULL \
+                           AND NOT EXISTS (SELECT 1 FROM messages m \
+                                           WHERE m.owner = $1 AND m.thread_id = t.id)",
+                    )
+                    .bind(owner)
+                    .bind(ids),
+                )
+                .await?
+                .rows_affected();
+            tx.commit().await?;
             return Ok(Erased {
                 threads,
                 ..Erased::default()
@@ -357,8 +470,8 @@ impl Maintenance for PgMaintenance {
         // 5. The owner's thread sequence, last, with it locked: a thread
         //    create of this owner (which locks the row first) either
         //    committed before — and is seen by the check, which runs after
-        //    the lock — or waits and starts a new sequence afterwards.
-        let mut tx = self.begin(Mode::ReadWrite).await?;
+        //    the lock (each statement reads the newest committed data) — or
+        //    waits and starts a new sequence afterwards.
         tx.fetch_optional(
             self.query("SELECT 1 FROM owners WHERE owner = $1 FOR UPDATE")
                 .bind(owner),
