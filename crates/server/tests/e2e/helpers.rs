@@ -401,6 +401,12 @@ impl TestApp {
         }
     }
 
+    /// The database URL the server runs on (for the `weft` maintenance
+    /// commands and direct table checks).
+    pub fn database_url(&self) -> &str {
+        self.settings.database.as_str()
+    }
+
     /// Stops the server and starts a new one on the same database and secret.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -18,6 +18,7 @@ mod errors;
 mod headers;
 mod idempotency;
 mod isolation;
+mod lifecycle;
 mod objects;
 mod ops;
 mod paging;
