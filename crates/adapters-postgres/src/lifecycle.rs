@@ -201,11 +201,12 @@ fn by_owner(rows: &[PgRow]) -> Result<BTreeMap<String, Vec<String>>, PortError> 
     Ok(out)
 }
 
-/// `(owner, thread_id, id)` rows grouped by owner, as two parallel arrays.
-fn message_keys_by_owner(
-    rows: &[PgRow],
-) -> Result<BTreeMap<String, (Vec<String>, Vec<String>)>, PortError> {
-    let mut out: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+/// Message keys as two parallel arrays: thread ids and message ids.
+type MessageKeys = (Vec<String>, Vec<String>);
+
+/// `(owner, thread_id, id)` rows grouped by owner.
+fn message_keys_by_owner(rows: &[PgRow]) -> Result<BTreeMap<String, MessageKeys>, PortError> {
+    let mut out: BTreeMap<String, MessageKeys> = BTreeMap::new();
     for r in rows {
         let (threads, ids) = out.entry(text(r, 0)?).or_default();
         threads.push(text(r, 1)?);
@@ -661,5 +662,29 @@ impl ExportReader for PgExport {
 
     async fn finish(self: Box<Self>) -> Result<(), PortError> {
         self.tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every statement of this file that changes rows filters on one owner
+    /// (`owner = $1`), and none names rows by `ctid`: on Citus each is a
+    /// single-shard statement (module docs). A new statement that forgets
+    /// the owner fails here before it reaches a distributed database.
+    #[test]
+    fn every_changing_statement_is_scoped_to_one_owner() {
+        let source = include_str!("lifecycle.rs");
+        let source = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let mut statements = 0;
+        for verb in ["\"DELETE ", "\"UPDATE "] {
+            for (start, _) in source.match_indices(verb) {
+                let rest = &source[start + 1..];
+                let sql = &rest[..rest.find('"').unwrap_or(rest.len())];
+                statements += 1;
+                assert!(sql.contains("owner = $1"), "not scoped to one owner: {sql}");
+                assert!(!sql.contains("ctid"), "rows named by ctid: {sql}");
+            }
+        }
+        assert!(statements >= 8, "found only {statements} changing statements");
     }
 }

@@ -131,9 +131,12 @@ impl Maintenance for SqliteMaintenance {
         let of_threads = tx
             .execute(
                 sqlx::query(
+                    // CROSS JOIN keeps the archived threads (threads_archived)
+                    // the outer loop: left to itself, the planner may scan
+                    // every message and probe the threads instead.
                     "DELETE FROM messages WHERE rowid IN \
                        (SELECT m.rowid FROM threads t \
-                          JOIN messages m ON m.owner = t.owner AND m.thread_id = t.id \
+                          CROSS JOIN messages m ON m.owner = t.owner AND m.thread_id = t.id \
                         WHERE t.deleted_at < ?1 LIMIT ?2)",
                 )
                 .bind(before)

@@ -80,7 +80,7 @@ impl BatchArgs {
 pub struct PurgeArgs {
     /// Purge what was deleted through the API more than this long ago:
     /// `30d`, `24h`, `90m`, `45s` (`0s`: everything deleted so far).
-    #[arg(long, value_parser = parse_age)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub archived_before: Duration,
     /// Database settings.
     #[command(flatten)]
@@ -94,7 +94,7 @@ pub struct PurgeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
     /// The user id whose data to write (exactly as in the tokens' `sub`).
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     pub user: String,
     /// Database settings.
     #[command(flatten)]
@@ -105,7 +105,7 @@ pub struct ExportArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EraseArgs {
     /// The user id whose rows to delete (exactly as in the tokens' `sub`).
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     pub user: String,
     /// Database settings.
     #[command(flatten)]
@@ -119,7 +119,7 @@ pub struct EraseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
     /// The new file to write (never overwritten).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub to: PathBuf,
     /// Database settings.
     #[command(flatten)]
@@ -247,7 +247,7 @@ pub struct ServeArgs {
     /// them in the background: `24h` (the default and the least: a
     /// response is replayed for 24 h), `30d`, `36h`.
     #[arg(long, env = "WEFT_IDEMPOTENCY_RETENTION", default_value = "24h",
-          value_parser = parse_retention)]
+          value_name = "DURATION", value_parser = parse_retention)]
     pub idempotency_retention: Retention,
     /// The language model that names threads on `auto_rename`.
     #[command(flatten)]
