@@ -38,6 +38,7 @@ pub(crate) fn port_error(e: sqlx::Error) -> PortError {
                 {
                     PortError::unavailable(e)
                 }
+                _ if lost_a_citus_node(db.message()) => PortError::unavailable(e),
                 _ => PortError::unexpected(e),
             }
         }
@@ -48,6 +49,24 @@ pub(crate) fn port_error(e: sqlx::Error) -> PortError {
         | sqlx::Error::WorkerCrashed => PortError::unavailable(e),
         _ => PortError::unexpected(e),
     }
+}
+
+/// Citus reports a worker it could not reach or lost mid-statement with the
+/// worker's libpq text under a generic SQLSTATE (often `XX000`), not class
+/// 08. These are the messages seen when a worker is stopped or restarted
+/// (Citus 12/13, `cluster.sh` topology); like a lost connection, they are
+/// transient and, at commit, leave the outcome unknown.
+fn lost_a_citus_node(message: &str) -> bool {
+    const FRAGMENTS: [&str; 7] = [
+        "connection to the remote node",
+        "could not commit transaction for shard",
+        "could not commit transaction on any active node",
+        "failed to COPY to shard",
+        "server closed the connection unexpectedly",
+        "SSL SYSCALL error: EOF",
+        "could not establish any connections to the node",
+    ];
+    FRAGMENTS.iter().any(|f| message.contains(f))
 }
 
 #[cfg(test)]
@@ -65,6 +84,17 @@ mod tests {
             assert!(matches!(p, PortError::Unavailable(_)), "{p:?}");
             assert_eq!(p.to_string(), "storage unavailable");
         }
+    }
+
+    #[test]
+    fn a_lost_citus_worker_is_transient_and_anything_else_is_not() {
+        assert!(lost_a_citus_node(
+            "connection to the remote node localhost:57637 failed with the following error: Connection refused"
+        ));
+        assert!(lost_a_citus_node(
+            "could not commit transaction for shard 102008 on any active node"
+        ));
+        assert!(!lost_a_citus_node("relation \"threads\" does not exist"));
     }
 
     #[test]

@@ -67,9 +67,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::postgres::PgRow;
-use sqlx::{Executor, FromRow, PgConnection, PgPool, Postgres, Row};
+use sqlx::{Executor, FromRow, PgConnection, Postgres, Row};
 use weft_adapters_sqlx::rows::{MessageRow, ThreadRow};
-use weft_adapters_sqlx::{TxConn, TxManager, TxSpec};
+use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_domain::{Timestamp, UserId};
 use weft_ports::{Erased, ExportReader, Exported, Maintenance, Mode, PortError, Purged};
 
@@ -86,7 +86,7 @@ pub(crate) const EXPORT_IDLE_MIN: Duration = Duration::from_secs(300);
 /// The [`Maintenance`] port on a PostgreSQL pool (the store's own).
 #[derive(Debug, Clone)]
 pub(crate) struct PgMaintenance {
-    pool: PgPool,
+    pool: Pool<Postgres>,
     tx: Arc<PgTx>,
     snapshot: Arc<SnapshotTx>,
     cache: bool,
@@ -95,7 +95,7 @@ pub(crate) struct PgMaintenance {
 impl PgMaintenance {
     /// Maintenance on `pool`, with the store's transaction bounds and
     /// statement-cache policy.
-    pub(crate) fn new(pool: PgPool, tx: Arc<PgTx>, cache: bool) -> Self {
+    pub(crate) fn new(pool: Pool<Postgres>, tx: Arc<PgTx>, cache: bool) -> Self {
         let snapshot = Arc::new(SnapshotTx {
             statement_timeout: tx.statement_timeout,
             idle_timeout: tx.idle_in_transaction_timeout.max(EXPORT_IDLE_MIN),
@@ -546,7 +546,7 @@ impl TxManager for SnapshotTx {
         &'c self,
         conn: &'c mut PgConnection,
         _spec: TxSpec,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'c, Result<Opened, sqlx::Error>> {
         // Only numbers are spliced in; never 0 ("no limit").
         let sql = format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
@@ -556,7 +556,7 @@ impl TxManager for SnapshotTx {
         );
         Box::pin(async move {
             conn.execute(sqlx::raw_sql(&sql)).await?;
-            Ok(())
+            Ok(Opened::Transaction)
         })
     }
 

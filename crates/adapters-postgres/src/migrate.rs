@@ -28,8 +28,8 @@
 
 use std::time::Instant;
 
-use sqlx::{Executor, PgConnection, PgPool, Row};
-use weft_adapters_sqlx::StoreError;
+use sqlx::{Executor, PgConnection, Postgres, Row};
+use weft_adapters_sqlx::{Pool, StoreError};
 
 /// The tables distributed by `owner` on Citus, the first being the one the
 /// others are colocated with.
@@ -74,11 +74,18 @@ fn db(e: sqlx::Error) -> StoreError {
 /// kept), an applied one was changed, or the Citus tables are half
 /// distributed; [`StoreError::Connect`] when no connection can be had.
 pub(crate) async fn run(
-    pool: &PgPool,
+    pool: &Pool<Postgres>,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(StoreError::Connect)?;
-    conn.execute(sqlx::raw_sql("BEGIN")).await.map_err(db)?;
+    let mut conn = pool
+        .acquire(None)
+        .await
+        .map_err(|e| StoreError::Connect(Box::new(e)))?;
+    // READ WRITE explicitly: a direct connection's session is read-only by
+    // default (see `uow::session_sql`).
+    conn.execute(sqlx::raw_sql("BEGIN READ WRITE"))
+        .await
+        .map_err(db)?;
     match apply(&mut conn, migrator).await {
         Ok(()) => {
             conn.execute(sqlx::raw_sql("COMMIT")).await.map_err(db)?;
@@ -87,7 +94,7 @@ pub(crate) async fn run(
         Err(e) => {
             if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
                 // Never hand the pool a connection in an unknown state.
-                conn.close_on_drop();
+                weft_adapters_sqlx::pool::discard(conn);
             }
             Err(e)
         }
@@ -180,31 +187,34 @@ async fn distribute_on_citus(conn: &mut PgConnection) -> Result<(), StoreError> 
     // is still local is refused, so the key is dropped and added back once
     // both sides are distributed and colocated. Sequential mode lets the
     // distribution run in this transaction after its DDL.
+    // Each statement goes on its own: Citus refuses a multi-command string
+    // here ("cannot insert multiple commands into a prepared statement").
     let [first, rest @ ..] = DISTRIBUTED;
-    let mut sql = String::from(
-        "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';\n\
-         ALTER TABLE messages DROP CONSTRAINT messages_thread_fkey;\n",
-    );
-    sql.push_str(&format!(
-        "SELECT create_distributed_table('{first}', 'owner');\n"
-    ));
+    let mut steps = vec![
+        "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'".to_owned(),
+        "ALTER TABLE messages DROP CONSTRAINT messages_thread_fkey".to_owned(),
+        format!("SELECT create_distributed_table('{first}', 'owner')"),
+    ];
     for t in rest {
-        sql.push_str(&format!(
-            "SELECT create_distributed_table('{t}', 'owner', colocate_with => '{first}');\n"
+        steps.push(format!(
+            "SELECT create_distributed_table('{t}', 'owner', colocate_with => '{first}')"
         ));
     }
-    sql.push_str(
+    steps.push(
         "ALTER TABLE messages ADD CONSTRAINT messages_thread_fkey \
-         FOREIGN KEY (owner, thread_id) REFERENCES threads (owner, id);\n",
+         FOREIGN KEY (owner, thread_id) REFERENCES threads (owner, id)"
+            .to_owned(),
     );
+    // Children before parents: rows that existed before are now copied to
+    // the shards, so the coordinator's local copies are dropped.
     for t in DISTRIBUTED.iter().rev() {
-        // Children before parents. Rows that existed before are now copied to the shards; drop the
-        // coordinator's local copies.
-        sql.push_str(&format!(
-            "SELECT truncate_local_data_after_distributing_table('{t}');\n"
+        steps.push(format!(
+            "SELECT truncate_local_data_after_distributing_table('{t}')"
         ));
     }
-    conn.execute(sqlx::raw_sql(&sql)).await.map_err(db)?;
+    for step in &steps {
+        conn.execute(sqlx::raw_sql(step)).await.map_err(db)?;
+    }
     tracing::info!(
         tables = ?DISTRIBUTED,
         "Citus: distributed the tables by owner, colocated"

@@ -3,13 +3,18 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
-use weft_adapters_sqlx::{PoolStats, StoreError};
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Postgres, Row};
+use weft_adapters_sqlx::{Pool, PoolStats, StoreError};
 use weft_ports::UnitOfWorkFactory;
 
 use crate::config::{Isolation, PgConfig};
-use crate::uow::{PgTx, PgUnitOfWorkFactory};
+use crate::uow::{session_sql, PgTx, PgUnitOfWorkFactory};
+
+/// How long `close` waits for connections in use to come back.
+const CLOSE_BOUND: Duration = Duration::from_secs(30);
 
 /// The embedded migrations (`crates/adapters-postgres/migrations`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -22,7 +27,7 @@ pub const APPLICATION_NAME: &str = "weft";
 /// units of work. Cheap to clone (clones share the pool).
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pool: Pool<Postgres>,
     tx: Arc<PgTx>,
     cache: bool,
 }
@@ -38,11 +43,14 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// Opens the pool and checks the server answers. Connections carry no
-    /// session state Weft relies on: `application_name=weft` is their only
-    /// extra startup parameter (`extra_float_digits`, which PgBouncer
-    /// refuses by default, is not sent), and every transaction sets its
-    /// own time bounds (see `uow`).
+    /// Opens the pool and checks the server answers (one connection is
+    /// opened now). `application_name=weft` is the only extra startup
+    /// parameter (`extra_float_digits`, which PgBouncer refuses by default,
+    /// is not sent), and every transaction sets its own time bounds (see
+    /// `uow`). With the statement cache on (a direct connection) each
+    /// connection also gets session defaults for single reads run without
+    /// a transaction ([`crate::uow`]'s `session_sql`); with it off (behind a
+    /// pooler) none at all.
     ///
     /// # Errors
     /// [`StoreError::Config`] for a malformed URL; [`StoreError::Connect`]
@@ -52,22 +60,23 @@ impl PgStore {
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
             .application_name(APPLICATION_NAME)
             .extra_float_digits(None);
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_max.max(1))
-            .acquire_timeout(cfg.acquire_timeout)
-            // The pool already pings a connection when it comes back (after
-            // our COMMIT/ROLLBACK); pinging again on every acquire would add
-            // a round trip to every unit of work.
-            .test_before_acquire(false)
-            .connect_with(opts)
-            .await
-            .map_err(StoreError::Connect)?;
+        let after_connect = cfg
+            .statement_cache
+            .then(|| session_sql(cfg.statement_timeout));
+        let pool = Pool::new(opts, after_connect, cfg.pool_max, cfg.acquire_timeout)
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        drop(
+            pool.acquire(None)
+                .await
+                .map_err(|e| StoreError::Connect(Box::new(e)))?,
+        );
         Ok(Self {
             pool,
             tx: Arc::new(PgTx {
                 isolation: cfg.isolation,
                 statement_timeout: cfg.statement_timeout,
                 idle_in_transaction_timeout: cfg.idle_in_transaction_timeout,
+                autocommit_reads: cfg.statement_cache,
             }),
             cache: cfg.statement_cache,
         })
@@ -103,15 +112,21 @@ impl PgStore {
         // Only integers are spliced in.
         let sql =
             format!("SELECT version FROM _sqlx_migrations WHERE success AND version IN ({list})");
-        let applied: Vec<i64> = match sqlx::raw_sql(&sql).fetch_all(&self.pool).await {
-            Ok(rows) => rows
-                .iter()
-                .filter_map(|r| sqlx::Row::try_get::<i64, _>(r, 0).ok())
-                .collect(),
-            // 42P01 undefined_table: the database answers but was never migrated.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
-            Err(e) => return Err(StoreError::Unavailable(e)),
-        };
+        let mut conn = self
+            .pool
+            .acquire(None)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let applied: Vec<i64> =
+            match sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await {
+                Ok(rows) => rows
+                    .iter()
+                    .filter_map(|r| r.try_get::<i64, _>(0).ok())
+                    .collect(),
+                // 42P01 undefined_table: the database answers but was never migrated.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+                Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+            };
         let missing: Vec<i64> = versions
             .into_iter()
             .filter(|v| !applied.contains(v))
@@ -125,7 +140,7 @@ impl PgStore {
 
     /// Current connection numbers.
     pub fn pool_stats(&self) -> PoolStats {
-        PoolStats::of(&self.pool)
+        self.pool.stats()
     }
 
     /// The unit-of-work factory the app runs on (sharing this pool).
@@ -158,6 +173,6 @@ impl PgStore {
     /// Closes the pool: waits for checked-out connections to come back, then
     /// closes every connection. Later `begin`s fail with `Unavailable`.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pool.close(CLOSE_BOUND).await;
     }
 }

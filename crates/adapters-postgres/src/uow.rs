@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
-use sqlx::{Executor, PgConnection, PgPool, Postgres};
-use weft_adapters_sqlx::{TxConn, TxManager, TxSpec};
+use sqlx::{Executor, PgConnection, Postgres};
+use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
 
 use crate::config::Isolation;
@@ -36,6 +36,23 @@ pub(crate) struct PgTx {
     pub(crate) isolation: Isolation,
     pub(crate) statement_timeout: Duration,
     pub(crate) idle_in_transaction_timeout: Duration,
+    /// Single reads may run without a transaction block: only on direct
+    /// connections (statement cache on), whose session carries the time
+    /// bound and read-only default ([`session_sql`]); behind a pooler in
+    /// transaction mode an unnamed statement outside a transaction could
+    /// be split across server connections.
+    pub(crate) autocommit_reads: bool,
+}
+
+/// The session settings of a direct connection (statement cache on): the
+/// time bound of a single read run without a transaction block, and
+/// read-only by default, so such a read cannot write (ports rule 7).
+/// Every transaction sets its own access mode and bounds anyway.
+pub(crate) fn session_sql(statement_timeout: Duration) -> String {
+    format!(
+        "SET statement_timeout = {}; SET default_transaction_read_only = on",
+        millis(statement_timeout)
+    )
 }
 
 /// The one message that opens a transaction: `BEGIN` with its isolation
@@ -49,10 +66,14 @@ pub(crate) fn begin_sql(
     idle_timeout: Duration,
 ) -> String {
     let begin = match (mode, isolation) {
-        (Mode::ReadOnly, Isolation::ReadCommitted) => "BEGIN READ ONLY",
-        (Mode::ReadOnly, Isolation::Serializable) => "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
-        (Mode::ReadWrite, Isolation::ReadCommitted) => "BEGIN",
-        (Mode::ReadWrite, Isolation::Serializable) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        (Mode::ReadOnly | Mode::SingleRead, Isolation::ReadCommitted) => "BEGIN READ ONLY",
+        (Mode::ReadOnly | Mode::SingleRead, Isolation::Serializable) => {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
+        }
+        (Mode::ReadWrite, Isolation::ReadCommitted) => "BEGIN READ WRITE",
+        (Mode::ReadWrite, Isolation::Serializable) => {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE"
+        }
     };
     format!(
         "{begin}; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
@@ -72,16 +93,28 @@ impl TxManager for PgTx {
         &'c self,
         conn: &'c mut PgConnection,
         spec: TxSpec,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'c, Result<Opened, sqlx::Error>> {
+        let budget = spec.budget(self.statement_timeout);
+        // A single read with the whole statement timeout before the
+        // deadline runs on its own: one round trip instead of three, bounded
+        // by the session's statement_timeout (never past the deadline, or
+        // it would take the transaction path with a lower bound).
+        if spec.mode == Mode::SingleRead
+            && self.autocommit_reads
+            && self.isolation == Isolation::ReadCommitted
+            && budget >= self.statement_timeout
+        {
+            return Box::pin(async { Ok(Opened::Autocommit) });
+        }
         let sql = begin_sql(
             spec.mode,
             self.isolation,
-            spec.budget(self.statement_timeout),
+            budget,
             spec.budget(self.idle_in_transaction_timeout),
         );
         Box::pin(async move {
             conn.execute(sqlx::raw_sql(&sql)).await?;
-            Ok(())
+            Ok(Opened::Transaction)
         })
     }
 
@@ -149,7 +182,7 @@ impl UnitOfWork for PgUnitOfWork {
 /// Opens PostgreSQL units of work on a pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct PgUnitOfWorkFactory {
-    pub(crate) pool: PgPool,
+    pub(crate) pool: Pool<Postgres>,
     pub(crate) tx: Arc<PgTx>,
     pub(crate) cache: bool,
 }
@@ -198,6 +231,8 @@ mod tests {
             Duration::ZERO,
             Duration::ZERO
         )
-        .starts_with("BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL statement_timeout = 1;"));
+        .starts_with(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE; SET LOCAL statement_timeout = 1;"
+        ));
     }
 }

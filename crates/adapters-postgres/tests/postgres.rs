@@ -338,3 +338,76 @@ async fn a_database_of_the_first_schema_upgrades_in_place_with_nothing_lost() {
     store.ready().await.unwrap();
     weft_conformance::upgrade::verify(store.factory()).await;
 }
+
+/// The request's deadline bounds every statement of its transaction, not
+/// only the wait for a connection: with a 30 s statement timeout and a row
+/// locked elsewhere, a unit of work whose request has 1 s left fails with
+/// Unavailable (the API's 503) long before 30 s — the per-transaction
+/// `statement_timeout` is the lesser of the two (DESIGN.md rule 6).
+#[tokio::test]
+async fn a_lock_wait_ends_at_the_requests_deadline() {
+    let (store, url) = store(|c| c.statement_timeout = Duration::from_secs(30)).await;
+    let t = seed(&store).await;
+    let mut holder = observer(&url).await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE")
+        .bind(t.id.as_str())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(1);
+    let ctx = RequestContext::new(
+        UserId::parse("alice").unwrap(),
+        RequestId::parse("deadline").unwrap(),
+        Some(deadline),
+    );
+    let mut uow = store.factory().begin(&ctx, Mode::ReadWrite).await.unwrap();
+    let err = uow
+        .adjust_message_count(&t.id, 1, Timestamp::from_unix_seconds(2))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, PortError::Unavailable(_)), "{err:?}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "the lock wait ended at the deadline, not at the 30 s statement timeout ({waited:?})"
+    );
+    drop(uow);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
+/// On a direct connection (statement cache on) a single read runs without
+/// a transaction block, so a second repository call on it is refused
+/// instead of reading another snapshot (ports rule 9); behind a pooler
+/// (cache off) it runs in a transaction and a second call reads the same
+/// snapshot.
+#[tokio::test]
+async fn a_single_read_is_one_statement_on_a_direct_connection() {
+    let (store, _) = store(|_| {}).await;
+    let t = seed(&store).await;
+    let mut uow = store
+        .factory()
+        .begin(&ctx("alice"), Mode::SingleRead)
+        .await
+        .unwrap();
+    uow.get_thread(&t.id).await.unwrap();
+    let again = uow.get_thread(&t.id).await;
+    assert!(matches!(again, Err(PortError::Unexpected(_))), "{again:?}");
+    drop(uow);
+
+    let (pooled, _) = store_with_cache_off().await;
+    let t = seed(&pooled).await;
+    let mut uow = pooled
+        .factory()
+        .begin(&ctx("alice"), Mode::SingleRead)
+        .await
+        .unwrap();
+    uow.get_thread(&t.id).await.unwrap();
+    uow.get_thread(&t.id).await.unwrap();
+    uow.commit().await.unwrap();
+}
+
+async fn store_with_cache_off() -> (PgStore, String) {
+    store(|c| c.statement_cache = false).await
+}

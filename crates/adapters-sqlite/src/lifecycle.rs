@@ -37,9 +37,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Executor, FromRow, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Executor, FromRow, Row, Sqlite, SqliteConnection};
 use weft_adapters_sqlx::rows::{MessageRow, ThreadRow};
-use weft_adapters_sqlx::{TxConn, TxManager, TxSpec};
+use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_domain::{Thread, Timestamp, UserId};
 use weft_ports::{Erased, ExportReader, Exported, Maintenance, Mode, PortError, Purged};
 
@@ -72,8 +72,8 @@ impl SqliteStore {
 /// The [`Maintenance`] port on a [`SqliteStore`]'s pools.
 #[derive(Debug, Clone)]
 struct SqliteMaintenance {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Pool<Sqlite>,
+    reader: Pool<Sqlite>,
     tx: Arc<SqliteTx>,
     snapshot: Arc<SnapshotTx>,
     statement_timeout: Duration,
@@ -329,10 +329,10 @@ impl TxManager for SnapshotTx {
         &'c self,
         conn: &'c mut SqliteConnection,
         _spec: TxSpec,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'c, Result<Opened, sqlx::Error>> {
         Box::pin(async move {
             conn.execute(sqlx::raw_sql("BEGIN")).await?;
-            Ok(())
+            Ok(Opened::Transaction)
         })
     }
 

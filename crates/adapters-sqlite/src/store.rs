@@ -5,10 +5,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::SqlitePool;
-use weft_adapters_sqlx::{PoolStats, StoreError};
+use sqlx::Sqlite;
+use weft_adapters_sqlx::pool::Pooled;
+use weft_adapters_sqlx::{Pool, PoolStats, StoreError};
 use weft_ports::UnitOfWorkFactory;
 
 use crate::uow::{SqliteTx, SqliteUnitOfWorkFactory};
@@ -22,9 +24,18 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// (read-only units of work, in parallel thanks to WAL). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Pool<Sqlite>,
+    reader: Pool<Sqlite>,
     tx: Arc<SqliteTx>,
+}
+
+/// How long `close` waits for connections in use to come back.
+const CLOSE_BOUND: Duration = Duration::from_secs(30);
+
+async fn acquire(pool: &Pool<Sqlite>) -> Result<Pooled<Sqlite>, StoreError> {
+    pool.acquire(None)
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))
 }
 
 impl SqliteStore {
@@ -39,26 +50,25 @@ impl SqliteStore {
         let writer_opts = cfg.writer_options()?;
         let reader_opts = cfg.reader_options()?;
         let file = writer_opts.get_filename().display().to_string();
+        let build = |opts, max| {
+            Pool::new(opts, None, max, cfg.acquire_timeout)
+                .map_err(|e| StoreError::Config(e.to_string()))
+        };
         // One writer: SQLite admits one write transaction at a time, so more
         // writer connections would only wait inside SQLite's busy handler
-        // (sleep-and-poll, unfair) instead of the pool's FIFO queue. Kept
-        // open (min 1) so the WAL and shared-memory files persist for the
-        // read-only connections.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(cfg.acquire_timeout)
-            // A local file has no network to go stale: skip the ping per acquire.
-            .test_before_acquire(false)
-            .connect_with(writer_opts)
-            .await
-            .map_err(StoreError::Connect)?;
-        // Opened on demand, after the writer created the file and set WAL.
-        let reader = SqlitePoolOptions::new()
-            .max_connections(cfg.pool_max.max(1))
-            .acquire_timeout(cfg.acquire_timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(reader_opts);
+        // (sleep-and-poll, unfair) instead of the pool's FIFO queue.
+        let writer = build(writer_opts, 1)?;
+        // Open it now: it creates the file and switches it to WAL (so the
+        // read-only connections can open it), and a path that cannot be
+        // written fails here, at start. It then stays open in the pool.
+        drop(
+            writer
+                .acquire(None)
+                .await
+                .map_err(|e| StoreError::Connect(Box::new(e)))?,
+        );
+        // Opened on demand.
+        let reader = build(reader_opts, cfg.pool_max.max(1))?;
         tracing::info!(file = %file, readers = cfg.pool_max.max(1), "SQLite database open");
         Ok(Self {
             writer,
@@ -76,8 +86,9 @@ impl SqliteStore {
     /// [`StoreError::Migrate`] when a migration fails or an applied one
     /// was changed.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = acquire(&self.writer).await?;
         MIGRATOR
-            .run(&self.writer)
+            .run_direct(&mut *conn)
             .await
             .map_err(|e| StoreError::Migrate(Box::new(e)))
     }
@@ -89,17 +100,18 @@ impl SqliteStore {
     /// [`StoreError::MigrationsPending`] naming the missing versions;
     /// [`StoreError::Unavailable`] when the database does not answer.
     pub async fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = acquire(&self.reader).await?;
         let applied: BTreeSet<i64> = match sqlx::query_scalar::<_, i64>(
             "SELECT version FROM _sqlx_migrations WHERE success = 1",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *conn)
         .await
         {
             Ok(v) => v.into_iter().collect(),
             // SQLITE_ERROR (1) here is "no such table": the database
             // answers but was never migrated.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("1") => BTreeSet::new(),
-            Err(e) => return Err(StoreError::Unavailable(e)),
+            Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
         };
         let missing: Vec<i64> = MIGRATOR
             .iter()
@@ -128,7 +140,7 @@ impl SqliteStore {
 
     /// Current connection numbers, summed over the writer and the readers.
     pub fn pool_stats(&self) -> PoolStats {
-        PoolStats::of(&self.writer).plus(PoolStats::of(&self.reader))
+        self.writer.stats().plus(self.reader.stats())
     }
 
     /// Writes a consistent copy of the live database to `to`, a new file
@@ -154,11 +166,12 @@ impl SqliteStore {
                 to.display()
             )));
         };
+        let mut conn = acquire(&self.reader).await?;
         sqlx::query("VACUUM INTO ?")
             .bind(target)
-            .execute(&self.reader)
+            .execute(&mut *conn)
             .await
-            .map_err(StoreError::Unavailable)?;
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(())
     }
 
@@ -173,13 +186,20 @@ impl SqliteStore {
     /// (`wal_checkpoint(TRUNCATE)`) and closes last, which lets SQLite
     /// delete the `-wal` and `-shm` files.
     pub async fn close(&self) {
-        self.reader.close().await;
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await
-        {
-            tracing::warn!(%error, "could not checkpoint the SQLite WAL at close");
+        self.reader.close(CLOSE_BOUND).await;
+        match acquire(&self.writer).await {
+            Ok(mut conn) => {
+                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await
+                {
+                    tracing::warn!(%error, "could not checkpoint the SQLite WAL at close");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no writer connection to checkpoint the SQLite WAL at close");
+            }
         }
-        self.writer.close().await;
+        self.writer.close(CLOSE_BOUND).await;
     }
 }

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
-use weft_adapters_sqlx::{TxConn, TxManager, TxSpec};
+use sqlx::{Executor, Sqlite, SqliteConnection};
+use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_domain::UserId;
 use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
 
@@ -54,19 +54,21 @@ impl TxManager for SqliteTx {
         &'c self,
         conn: &'c mut SqliteConnection,
         spec: TxSpec,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'c, Result<Opened, sqlx::Error>> {
         let deadline = Instant::now() + spec.budget(self.transaction_timeout);
         let begin = match spec.mode {
             Mode::ReadWrite => "BEGIN IMMEDIATE",
-            Mode::ReadOnly => "BEGIN",
+            Mode::ReadOnly | Mode::SingleRead => "BEGIN",
         };
         Box::pin(async move {
             // One hop to the connection's worker thread, not a database call.
             conn.lock_handle()
                 .await?
                 .set_progress_handler(1_000, move || Instant::now() < deadline);
+            // Always a transaction, single reads included: SQLite is in
+            // process, so BEGIN/COMMIT cost no round trip worth saving.
             match conn.execute(sqlx::raw_sql(begin)).await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(Opened::Transaction),
                 Err(e) => {
                     conn.lock_handle().await?.remove_progress_handler();
                     Err(e)
@@ -130,8 +132,8 @@ impl UnitOfWork for SqliteUnitOfWork {
 /// shares the store's pools.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteUnitOfWorkFactory {
-    pub(crate) writer: SqlitePool,
-    pub(crate) reader: SqlitePool,
+    pub(crate) writer: Pool<Sqlite>,
+    pub(crate) reader: Pool<Sqlite>,
     pub(crate) tx: Arc<SqliteTx>,
 }
 
@@ -147,7 +149,7 @@ impl UnitOfWorkFactory for SqliteUnitOfWorkFactory {
             Mode::ReadWrite => &self.writer,
             // The connection itself is read-only (SQLITE_OPEN_READONLY), so a
             // write fails in SQLite whatever SQL is sent.
-            Mode::ReadOnly => &self.reader,
+            Mode::ReadOnly | Mode::SingleRead => &self.reader,
         };
         let spec = TxSpec {
             mode,

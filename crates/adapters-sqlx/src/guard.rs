@@ -8,9 +8,9 @@
 //! sqlx up to 0.9.0 can hand a connection back to the pool still inside a
 //! transaction when `begin()` is cancelled during its round trip
 //! (launchbadge/sqlx 4385, 4393; reproduced here: 7 of 300 cancelled
-//! begins). So the guard owns the raw [`PoolConnection`], sends `BEGIN`,
-//! `COMMIT` and `ROLLBACK` itself, and tracks what it knows about the
-//! connection around every round trip ([`ConnState`]).
+//! begins). So the guard owns the pooled connection ([`crate::pool`]),
+//! sends `BEGIN`, `COMMIT` and `ROLLBACK` itself, and tracks what it knows
+//! about the connection around every round trip ([`ConnState`]).
 //!
 //! # What happens to the connection
 //!
@@ -23,10 +23,15 @@
 //!   [`ROLLBACK_TIMEOUT`]; otherwise it closes it.
 //! - **In flight** (the future was dropped while a statement, `BEGIN` or
 //!   `COMMIT` was on the wire): the protocol state is unknown, so the
-//!   connection is closed ([`PoolConnection::close_on_drop`]); the server
+//!   connection is closed ([`crate::pool::discard`]); the server
 //!   (or SQLite on close) rolls back, and the pool opens a replacement on
 //!   demand.
 //! - **Broken** (the driver reported a transport or protocol failure): closed.
+//!
+//! A single read ([`Mode::SingleRead`]) may run without a transaction
+//! block at all when the manager says so ([`Opened::Autocommit`]): one
+//! statement is atomic and sees one snapshot by itself, so the guard then
+//! allows exactly one statement and sends no `BEGIN`/`COMMIT`.
 //!
 //! After any failed statement the guard refuses to commit: PostgreSQL has
 //! aborted the transaction (a `COMMIT` would silently roll back), and on
@@ -42,9 +47,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::pool::PoolConnection;
-use sqlx::{Database, Execute, Executor, Pool};
+use sqlx::{Database, Execute, Executor};
 use weft_ports::{Mode, PortError};
+
+use crate::pool::{self, Pool, Pooled};
 
 /// How long the background rollback of a dropped unit of work may take
 /// before its connection is closed instead.
@@ -91,7 +97,7 @@ pub trait TxManager: Send + Sync + 'static {
         &'c self,
         conn: &'c mut <Self::Db as Database>::Connection,
         spec: TxSpec,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+    ) -> BoxFuture<'c, Result<Opened, sqlx::Error>>;
 
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`), in one
     /// round trip over the simple protocol (nothing to prepare), after any
@@ -121,6 +127,17 @@ pub trait TxManager: Send + Sync + 'static {
 
     /// The one translation of this database's errors into port errors.
     fn port_error(&self, e: sqlx::Error) -> PortError;
+}
+
+/// What [`TxManager::begin`] opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// A transaction block: statements until `COMMIT`/`ROLLBACK`.
+    Transaction,
+    /// Nothing: the unit of work is a [`Mode::SingleRead`] whose one
+    /// statement runs on its own (atomic, one snapshot, bounded by the
+    /// session's own time bound), so nothing needs ending.
+    Autocommit,
 }
 
 /// sqlx's own reading of a failure: an error the database reported about a
@@ -154,16 +171,26 @@ pub enum ConnState {
 
 /// A pooled connection inside a transaction the guard opened. See the
 /// module docs for what happens to the connection in each state.
-pub struct TxConn<M: TxManager> {
+pub struct TxConn<M: TxManager>
+where
+    for<'c> &'c mut <M::Db as Database>::Connection: Executor<'c, Database = M::Db>,
+{
     /// `Some` until dropped (an `Option` so `Drop` can move it out).
-    conn: Option<PoolConnection<M::Db>>,
+    conn: Option<Pooled<M::Db>>,
     state: ConnState,
     /// A statement of this transaction failed: it must not commit.
     failed: bool,
+    /// A transaction block is open (else a single read in autocommit).
+    in_transaction: bool,
+    /// Statements started so far (a single read allows one).
+    statements: u32,
     manager: Arc<M>,
 }
 
-impl<M: TxManager> std::fmt::Debug for TxConn<M> {
+impl<M: TxManager> std::fmt::Debug for TxConn<M>
+where
+    for<'c> &'c mut <M::Db as Database>::Connection: Executor<'c, Database = M::Db>,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TxConn")
             .field("state", &self.state)
@@ -191,9 +218,16 @@ pub enum Misuse {
     /// instead of committed.
     #[error("commit refused: a statement of this unit of work failed, so it was rolled back")]
     CommitAfterFailure,
+    /// A single read (run without a transaction) was asked for a second
+    /// statement, which would see another snapshot.
+    #[error("a single-read unit of work makes one repository call only")]
+    SecondRead,
 }
 
-impl<M: TxManager> TxConn<M> {
+impl<M: TxManager> TxConn<M>
+where
+    for<'c> &'c mut <M::Db as Database>::Connection: Executor<'c, Database = M::Db>,
+{
     /// Takes a connection from `pool` (waiting at most until `spec`'s
     /// deadline, besides the pool's own acquire timeout) and opens the
     /// transaction on it.
@@ -207,24 +241,21 @@ impl<M: TxManager> TxConn<M> {
         manager: Arc<M>,
         spec: TxSpec,
     ) -> Result<Self, PortError> {
-        // `acquire` is cancel-safe: a connection not yet handed out goes
-        // back to the pool unchanged.
-        let acquire = pool.acquire();
-        let conn = match spec.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), acquire)
-                .await
-                .map_err(|_| PortError::unavailable(DeadlinePassed))?,
-            None => acquire.await,
-        }
-        // Whatever kept us from a connection — pool timeout, refused or
-        // unknown database, credentials, a server shutting down — the
-        // request could not reach its data: 503, never a 500 that would
-        // blame the request itself.
-        .map_err(PortError::unavailable)?;
+        // Whatever kept us from a connection — pool timeout, the request's
+        // deadline, a refused or unknown database, credentials, a server
+        // shutting down — the request could not reach its data: 503, never
+        // a 500 that would blame the request itself. `acquire` is
+        // cancel-safe.
+        let conn = pool
+            .acquire(spec.deadline)
+            .await
+            .map_err(PortError::unavailable)?;
         let mut tx = Self {
             conn: Some(conn),
             state: ConnState::InFlight,
             failed: false,
+            in_transaction: true,
+            statements: 0,
             manager,
         };
         // From here on a drop closes the connection (in flight) until BEGIN
@@ -236,7 +267,8 @@ impl<M: TxManager> TxConn<M> {
             None => return Err(PortError::unexpected(Misuse::Interrupted)),
         };
         match result {
-            Ok(()) => {
+            Ok(opened) => {
+                tx.in_transaction = opened == Opened::Transaction;
                 tx.state = ConnState::Open;
                 Ok(tx)
             }
@@ -264,6 +296,10 @@ impl<M: TxManager> TxConn<M> {
         if self.state != ConnState::Open {
             return Err(PortError::unexpected(Misuse::Interrupted));
         }
+        if !self.in_transaction && self.statements > 0 {
+            return Err(PortError::unexpected(Misuse::SecondRead));
+        }
+        self.statements += 1;
         match self.conn.as_deref_mut() {
             Some(conn) => {
                 self.state = ConnState::InFlight;
@@ -326,6 +362,14 @@ impl<M: TxManager> TxConn<M> {
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`) through the
     /// manager; only a completed end makes the connection reusable.
     async fn end(&mut self, sql: &'static str) -> Result<(), PortError> {
+        if !self.in_transaction {
+            // A single read in autocommit: nothing open, nothing to end.
+            if self.state != ConnState::Open {
+                return Err(PortError::unexpected(Misuse::Interrupted));
+            }
+            self.state = ConnState::Clean;
+            return Ok(());
+        }
         let manager = Arc::clone(&self.manager);
         let conn = self.start()?;
         match manager.end(conn, sql).await {
@@ -404,26 +448,29 @@ where
     }
 }
 
-impl<M: TxManager> Drop for TxConn<M> {
+impl<M: TxManager> Drop for TxConn<M>
+where
+    for<'c> &'c mut <M::Db as Database>::Connection: Executor<'c, Database = M::Db>,
+{
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         match self.state {
-            ConnState::Clean => {} // dropping a PoolConnection returns it.
+            // Dropping a pooled connection returns it to the pool.
+            ConnState::Clean => {}
+            ConnState::Open if !self.in_transaction => {}
             ConnState::Open => match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     tracing::debug!("unit of work dropped inside its transaction: rolling back");
                     let manager = Arc::clone(&self.manager);
                     rt.spawn(rollback_in_background(conn, manager));
                 }
-                Err(_) => conn.close_on_drop(),
+                Err(_) => pool::discard(conn),
             },
             ConnState::InFlight | ConnState::Broken => {
                 tracing::debug!(state = ?self.state, "closing a connection instead of returning it to the pool");
-                // sqlx closes it on a spawned task; the server (or SQLite on
-                // close) rolls back whatever was open.
-                conn.close_on_drop();
+                pool::discard(conn);
             }
         }
     }
@@ -433,11 +480,16 @@ impl<M: TxManager> Drop for TxConn<M> {
 /// connection to the pool; closes it if the rollback fails or takes longer
 /// than [`ROLLBACK_TIMEOUT`] (or if this task itself is dropped, e.g. at
 /// runtime shutdown: the guard it builds is then in flight and closes).
-async fn rollback_in_background<M: TxManager>(conn: PoolConnection<M::Db>, manager: Arc<M>) {
+async fn rollback_in_background<M: TxManager>(conn: Pooled<M::Db>, manager: Arc<M>)
+where
+    for<'c> &'c mut <M::Db as Database>::Connection: Executor<'c, Database = M::Db>,
+{
     let mut tx = TxConn {
         conn: Some(conn),
         state: ConnState::Open,
         failed: false,
+        in_transaction: true,
+        statements: 0,
         manager,
     };
     match tokio::time::timeout(ROLLBACK_TIMEOUT, tx.end("ROLLBACK")).await {

@@ -9,6 +9,8 @@
 //!   dropped at; and [`TxManager`], the per-database hook (the `BEGIN`
 //!   statement with its time bounds, which errors break a connection, the
 //!   error mapping).
+//! - [`pool`]: the connection pool under the guard (deadpool over sqlx
+//!   connections, returning connections without sqlx's ping).
 //! - [`rows`]: the stored row shapes and their re-parsing into domain
 //!   values (a failure is data corruption: [`rows::Corrupt`]).
 //! - [`store`]: [`StoreError`] (start-up, migration and readiness
@@ -20,8 +22,10 @@
 //! adapters only.
 
 pub mod guard;
+pub mod pool;
 pub mod rows;
 pub mod store;
 
-pub use guard::{ConnState, TxConn, TxManager, TxSpec};
+pub use guard::{ConnState, Opened, TxConn, TxManager, TxSpec};
+pub use pool::Pool;
 pub use store::{PoolStats, StoreError};

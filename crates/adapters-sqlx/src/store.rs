@@ -12,16 +12,16 @@ pub enum StoreError {
     Config(String),
     /// The database could not be reached or opened.
     #[error("cannot connect to the database")]
-    Connect(#[source] sqlx::Error),
+    Connect(#[source] BoxError),
     /// Applying the embedded migrations failed.
     #[error("applying migrations failed")]
     Migrate(#[source] BoxError),
     /// The database answers but these embedded migrations are not applied.
     #[error("migrations pending: {0:?}")]
     MigrationsPending(Vec<i64>),
-    /// The database did not answer a readiness query.
+    /// The database did not answer (a readiness query, a backup).
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
 }
 
 /// Connection numbers of a store, for the pool gauges and leak checks.
@@ -34,15 +34,6 @@ pub struct PoolStats {
 }
 
 impl PoolStats {
-    /// Numbers of one pool. `size` and `idle` are read at slightly different
-    /// moments; [`PoolStats::busy`] never underflows because of it.
-    pub fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
-        Self {
-            size: pool.size(),
-            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-        }
-    }
-
     /// The sum of two pools' numbers.
     pub fn plus(self, other: Self) -> Self {
         Self {

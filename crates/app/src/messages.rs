@@ -85,7 +85,7 @@ impl App {
         thread_id: ThreadId,
         id: MessageId,
     ) -> Result<Message, AppError> {
-        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+        self.in_uow(ctx, Mode::SingleRead, |uow| {
             let (thread_id, id) = (thread_id.clone(), id.clone());
             Box::pin(async move { Ok(uow.get_message(&thread_id, &id).await?) })
         })
@@ -103,7 +103,7 @@ impl App {
         thread_id: ThreadId,
         params: ListParams<MessageId>,
     ) -> Result<Page<Message>, AppError> {
-        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+        self.in_uow(ctx, Mode::SingleRead, |uow| {
             let (thread_id, params) = (thread_id.clone(), params.clone());
             Box::pin(async move { Ok(uow.list_messages(&thread_id, &params).await?) })
         })

@@ -73,7 +73,7 @@ impl App {
     /// [`AppError::NotFound`] when missing, foreign or deleted.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id()))]
     pub async fn get_thread(&self, ctx: &RequestContext, id: ThreadId) -> Result<Thread, AppError> {
-        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+        self.in_uow(ctx, Mode::SingleRead, |uow| {
             let id = id.clone();
             Box::pin(async move { Ok(uow.get_thread(&id).await?) })
         })
@@ -90,7 +90,7 @@ impl App {
         ctx: &RequestContext,
         params: ListParams<ThreadId>,
     ) -> Result<Page<Thread>, AppError> {
-        self.in_uow(ctx, Mode::ReadOnly, |uow| {
+        self.in_uow(ctx, Mode::SingleRead, |uow| {
             let params = params.clone();
             Box::pin(async move { Ok(uow.list_threads(&params).await?) })
         })

@@ -216,6 +216,7 @@ macro_rules! conformance_tests {
             a_dropped_unit_of_work_leaves_no_writes,
             an_explicit_rollback_leaves_no_writes,
             a_read_only_unit_of_work_cannot_write,
+            a_single_read_reads_once_and_cannot_write,
             message_count_is_exact_after_concurrent_creates_and_deletes,
             create_message_cancelled_at_every_await_point_leaves_nothing_behind,
             create_thread_cancelled_at_every_await_point_leaves_nothing_behind,

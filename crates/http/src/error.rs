@@ -313,11 +313,15 @@ impl ApiError {
         match status {
             StatusCode::NOT_FOUND => Self::client(
                 status,
-                format!("Invalid URL ({method} {}).", shorten(path)),
+                format!("Invalid URL ({} {}).", shorten_to(method, 16), shorten(path)),
             ),
             StatusCode::METHOD_NOT_ALLOWED => Self::client(
                 status,
-                format!("Method {method} is not allowed for {}.", shorten(path)),
+                format!(
+                    "Method {} is not allowed for {}.",
+                    shorten_to(method, 16),
+                    shorten(path)
+                ),
             ),
             StatusCode::UNAUTHORIZED => Self::unauthorized(
                 "Missing or invalid credentials: send 'Authorization: Bearer <token>' with a valid token.",
@@ -444,11 +448,15 @@ fn hint_headers(status: u16) -> Vec<MetaHeader> {
 /// Client input echoed in messages is cut short so an error cannot be used
 /// to reflect megabytes back.
 fn shorten(s: &str) -> String {
-    const MAX: usize = 100;
-    if s.chars().count() <= MAX {
+    shorten_to(s, 100)
+}
+
+/// `s` cut to `max` characters (an ellipsis marks the cut).
+fn shorten_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         s.to_owned()
     } else {
-        let mut out: String = s.chars().take(MAX).collect();
+        let mut out: String = s.chars().take(max).collect();
         out.push('…');
         out
     }
@@ -581,5 +589,10 @@ mod tests {
     fn long_client_input_is_shortened_in_messages() {
         let e = ApiError::not_found(Target::Thread(&"x".repeat(10_000)));
         assert!(e.envelope().error.message.chars().count() < 200);
+        let method = "M".repeat(60_000);
+        for status in [StatusCode::METHOD_NOT_ALLOWED, StatusCode::NOT_FOUND] {
+            let e = ApiError::from_poem(poem::Error::from_status(status), &method, "/v1/threads");
+            assert!(e.envelope().error.message.chars().count() < 200, "{status}");
+        }
     }
 }

@@ -6,7 +6,10 @@
 //! Layout:
 //! - [`routes`]: [`routes::routes`] assembles the whole HTTP surface from an
 //!   [`routes::HttpConfig`].
-//! - [`auth`]: HS256 bearer tokens; the poem-openapi security scheme.
+//! - [`auth`]: bearer tokens (HS256 with the secret; RS256/ES256/EdDSA by an
+//!   identity provider's key); the claims rules; the poem-openapi security scheme.
+//! - [`jwks`]: the identity provider's JWK Set, chosen by `kid`, refreshed
+//!   through the [`jwks::JwksSource`] port (fetching is the composition root's).
 //! - [`middleware`]: the edge every request passes — request id, span,
 //!   error envelope, retry hints, metrics, cancellation count. It never reads a body.
 //! - [`body`]: the body pipeline (after the token check: media type,
@@ -35,6 +38,7 @@ pub mod body;
 pub mod dto;
 pub mod error;
 pub mod headers;
+pub mod jwks;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;

@@ -134,8 +134,15 @@ impl Metrics {
         })
     }
 
-    /// Records one finished request.
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    /// Records one finished request. `route` and `method` must come from
+    /// [`route_template`] and [`method_label`] (bounded label sets).
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
         self.requests
             .with_label_values(&[route, method, &status.to_string()])
             .inc();
@@ -198,7 +205,7 @@ fn clamp(n: u64) -> i64 {
 impl TxObserver for Metrics {
     fn observe(&self, mode: Mode, outcome: TxOutcome) {
         let mode = match mode {
-            Mode::ReadOnly => "read_only",
+            Mode::ReadOnly | Mode::SingleRead => "read_only",
             Mode::ReadWrite => "read_write",
         };
         let outcome = match outcome {
@@ -214,6 +221,25 @@ impl TxObserver for Metrics {
 impl ExpiryObserver for Metrics {
     fn expired(&self, records: u64) {
         self.idempotency_expired.inc_by(records);
+    }
+}
+
+/// The method as a label (API.md "Operations": labels are bounded): one of
+/// the methods of RFC 9110 §9 and RFC 5789 (`PATCH`), or `other` for any
+/// extension method, so a client inventing methods cannot grow /metrics
+/// (or the log) with what it invents.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "other",
     }
 }
 
@@ -252,6 +278,14 @@ mod tests {
         assert_eq!(route_template("/v1/threads/"), "/v1/threads");
         assert_eq!(route_template("/wp-admin/x.php"), "unmatched");
         assert_eq!(route_template("/"), "/");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("get"), "other");
+        assert_eq!(method_label(&"M".repeat(60_000)), "other");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use weft_domain::RequestId;
 
 use crate::error::{apply_retry_hints, ApiError};
-use crate::metrics::{route_template, Metrics};
+use crate::metrics::{method_label, route_template, Metrics};
 
 /// The request-id header, on every request and response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -110,6 +110,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let started = Instant::now();
         let request_id = crate::headers::request_id(req.headers());
         let method = req.method().as_str().to_owned();
+        // Bounded: logs and metrics carry the label, never the raw method.
+        let method_label = method_label(&method);
         let path = req.uri().path().to_owned();
         let route = route_template(&path);
         // ERROR level on purpose: a span is only recorded when its level passes
@@ -119,7 +121,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             "request",
             request_id = %request_id,
             user_id = tracing::field::Empty,
-            method = %method,
+            method = method_label,
             route = route,
         );
         let guard = CancelGuard {
@@ -161,7 +163,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let elapsed = started.elapsed();
         self.edge
             .metrics
-            .observe_request(route, &method, status, elapsed.as_secs_f64());
+            .observe_request(route, method_label, status, elapsed.as_secs_f64());
         span.in_scope(|| {
             tracing::info!(
                 status,

@@ -18,7 +18,14 @@
 //! 6. Every transaction is bounded in time by the adapter (statement
 //!    timeout, idle-in-transaction backstop), never past the request's
 //!    deadline ([`RequestContext::deadline`]).
-//! 7. A [`Mode::ReadOnly`] unit of work cannot write: writes fail.
+//! 7. A [`Mode::ReadOnly`] or [`Mode::SingleRead`] unit of work cannot
+//!    write: writes fail.
+//! 9. A [`Mode::SingleRead`] unit of work makes exactly one repository
+//!    call. The adapter may run it without a transaction block (one
+//!    statement is atomic and sees one snapshot by itself, so nothing is
+//!    lost), still bounded in time by rule 6; a second repository call on
+//!    it fails with [`PortError::Unexpected`] rather than see another
+//!    snapshot.
 //! 8. Ids become visible in id order: within one owner's threads, and
 //!    within one thread's messages, a transaction that creates an object
 //!    commits after every transaction that created a smaller id. Adapters
@@ -36,13 +43,24 @@ use weft_domain::{
 
 use crate::{PortError, RequestContext};
 
-/// Whether a unit of work may write.
+/// Whether a unit of work may write, and how much it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Reads only; the adapter opens a read-only transaction where it can.
+    /// Reads only, all in one snapshot; the adapter opens a read-only
+    /// transaction where it can.
     ReadOnly,
+    /// Exactly one read (one repository call), which the adapter may run
+    /// without a transaction block (rule 9): a get or a list page.
+    SingleRead,
     /// Reads and writes.
     ReadWrite,
+}
+
+impl Mode {
+    /// Whether this unit of work may not write.
+    pub fn is_read_only(self) -> bool {
+        !matches!(self, Self::ReadWrite)
+    }
 }
 
 /// Opens units of work. One per adapter; shared by all requests.

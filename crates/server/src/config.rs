@@ -11,10 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use weft_adapters_titles::{ApiKey, ModelConfig, Url};
 use weft_app::lifecycle::BatchPolicy;
 use weft_domain::Retention;
-use weft_http::auth::{parse_ttl, JwtSecret, MIN_SECRET_BYTES};
+use weft_http::auth::{parse_ttl, ClaimRules, JwtSecret, MIN_SECRET_BYTES};
 use weft_http::body::BodyConfig;
 
 use crate::invocation::Invocation;
+use crate::jwks::{BadJwksUrl, JwksLocation};
+use crate::serve::ConnectionLimits;
 
 /// Weft: OpenAI-compatible conversation threads, transaction-safe.
 #[derive(Debug, Parser)]
@@ -32,7 +34,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve the API (the default).
-    Serve(ServeArgs),
+    // Boxed: the serve settings dwarf the other commands' (clap parses into
+    // it once; the size of the enum is otherwise that of its largest arm).
+    Serve(Box<ServeArgs>),
     /// Print a bearer token for a user, signed with the configured secret.
     Token(TokenArgs),
     /// Apply pending migrations and exit.
@@ -190,6 +194,27 @@ pub struct DatabaseArgs {
     /// Per-statement timeout in milliseconds (PostgreSQL).
     #[arg(long, env = "WEFT_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: `on` prepares each statement once per connection and
+    /// reuses it; `off` uses no named prepared statements, for a pooler in
+    /// transaction mode (PgBouncer). API.md, Configuration.
+    #[arg(long, env = "WEFT_PG_STATEMENT_CACHE", default_value = "on")]
+    pub pg_statement_cache: Switch,
+}
+
+/// An `on`/`off` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Switch {
+    /// `true` for [`Switch::On`].
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
 }
 
 /// The token secret's sources.
@@ -205,6 +230,30 @@ pub struct SecretArgs {
     pub jwt_secret_file: Option<PathBuf>,
 }
 
+/// Claims every token must carry (API.md "Claims"), shared by `serve`
+/// (which checks them) and `token` (which puts them in the tokens it mints).
+#[derive(Debug, Clone, Args)]
+pub struct ClaimArgs {
+    /// Required `iss`: every token's `iss` must equal it. Unset: not checked.
+    #[arg(long, env = "WEFT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted audience: every token's `aud` must contain it. Unset: `aud`
+    /// is not checked (tokens from providers that always set it work).
+    #[arg(long, env = "WEFT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl ClaimArgs {
+    /// The rules; an empty value counts as unset.
+    pub fn rules(&self) -> ClaimRules {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        ClaimRules {
+            issuer: set(&self.jwt_issuer),
+            audience: set(&self.jwt_audience),
+        }
+    }
+}
+
 /// Settings of `weft serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -214,6 +263,30 @@ pub struct ServeArgs {
     /// Token secret settings.
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// Claims rules.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
+    /// An identity provider's JWK Set, by `http(s)` URL: fetched at start,
+    /// refreshed every 10 minutes and on an unknown `kid` (at most once per
+    /// 30 s). RS256, ES256 and EdDSA tokens signed by its keys are accepted.
+    #[arg(long, env = "WEFT_JWKS_URL", conflicts_with = "jwks_file")]
+    pub jwks_url: Option<String>,
+    /// An identity provider's JWK Set, from a file (re-read on the same schedule).
+    #[arg(long, env = "WEFT_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Scheduled key set refresh, in seconds (for tests).
+    #[arg(long, hide = true, default_value_t = 600)]
+    pub jwks_refresh_secs: u64,
+    /// Least time between two fetches of the key set for unknown `kid`s,
+    /// in seconds (for tests).
+    #[arg(long, hide = true, default_value_t = 30)]
+    pub jwks_min_refetch_secs: u64,
+    /// Time for a request head to arrive after its first byte, in ms (for tests).
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Idle time after which a connection is closed, in ms (for tests).
+    #[arg(long, hide = true, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
     /// Listen address.
     #[arg(long, env = "WEFT_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -403,6 +476,9 @@ pub struct TokenArgs {
     /// Token secret settings.
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// Claims put in the token (the server's `iss`/`aud` rules).
+    #[command(flatten)]
+    pub claims: ClaimArgs,
 }
 
 /// Log output format.
@@ -629,6 +705,19 @@ pub enum SecretError {
         /// The command that starts the server here.
         start: String,
     },
+    /// The secret file can be read or changed by other users of the machine.
+    #[error(
+        "secret file {} is open to other users (mode {mode:04o}): anyone on this machine \
+         could mint tokens for any user. Restrict it with: chmod 600 '{}'",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Where the secret came from (for the start-up log; never the secret).
@@ -703,6 +792,7 @@ fn load_or_create_secret(path: &Path) -> Result<(JwtSecret, SecretSource), Secre
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            refuse_exposed(path)?;
             let secret = JwtSecret::new(text.trim().as_bytes().to_vec())?;
             return Ok((secret, SecretSource::File(path.to_owned())));
         }
@@ -729,6 +819,34 @@ fn load_or_create_secret(path: &Path) -> Result<(JwtSecret, SecretSource), Secre
     ))
 }
 
+/// Refuses a secret file that others may read, or that anyone but its
+/// owner (and group) may change: it signs every user's tokens. Like
+/// OpenSSH with private keys, refusing beats warning — a warning scrolls by,
+/// the exposure stays. Group read is allowed (a deliberate admin group).
+fn refuse_exposed(path: &Path) -> Result<(), SecretError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| SecretError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o027 != 0 {
+            return Err(SecretError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Creates `path` exclusively, readable and writable by the owner only.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -753,6 +871,10 @@ pub struct Settings {
     pub pool_max: u32,
     /// Per-statement timeout.
     pub statement_timeout: Duration,
+    /// PostgreSQL: whether statements are prepared under a name and reused
+    /// per connection (`WEFT_PG_STATEMENT_CACHE`); `false` behind a pooler
+    /// in transaction mode. Ignored for SQLite.
+    pub pg_statement_cache: bool,
     /// The token secret.
     pub secret: JwtSecret,
     /// Listen address (port 0 picks a free port).
@@ -768,6 +890,34 @@ pub struct Settings {
     pub titles: Option<ModelConfig>,
     /// The background data lifecycle (idempotency expiry).
     pub lifecycle: LifecycleSettings,
+    /// Claims rules and the identity provider's keys.
+    pub tokens: TokenSettings,
+    /// Bounds on each HTTP connection.
+    pub connections: ConnectionLimits,
+}
+
+/// How tokens are checked beyond the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// `iss`/`aud` rules.
+    pub rules: ClaimRules,
+    /// Where the identity provider's JWK Set is, if any.
+    pub jwks: Option<JwksLocation>,
+    /// Scheduled refresh of the set (API.md: 10 minutes).
+    pub jwks_refresh: Duration,
+    /// Least time between fetches for unknown `kid`s (API.md: 30 s).
+    pub jwks_min_refetch: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            rules: ClaimRules::default(),
+            jwks: None,
+            jwks_refresh: Duration::from_secs(600),
+            jwks_min_refetch: Duration::from_secs(30),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -820,10 +970,12 @@ mod tests {
         let token = weft_http::auth::TokenKeys::new(&a)
             .mint(&user, Duration::from_secs(60))
             .unwrap();
-        assert_eq!(
-            weft_http::auth::TokenKeys::new(&b).verify(&token).unwrap(),
-            user
-        );
+        let verified = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(weft_http::auth::TokenKeys::new(&b).verify(&token))
+            .unwrap();
+        assert_eq!(verified, user);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -832,6 +984,70 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_open_to_other_users_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        load_or_create_secret(&path).unwrap();
+        for mode in [0o644, 0o604, 0o620, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_or_create_secret(&path).unwrap_err();
+            assert!(
+                matches!(err, SecretError::Exposed { .. }),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        for mode in [0o600, 0o400, 0o640] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(load_or_create_secret(&path).is_ok(), "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn identity_provider_settings_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("s").display().to_string();
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["weft", "--jwt-secret-file", &secret_file];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| c.serve.settings())
+        };
+        let (s, _) = parse(&[
+            "--jwks-url",
+            "https://idp.example/.well-known/jwks.json",
+            "--jwt-issuer",
+            "https://idp.example/",
+            "--jwt-audience",
+            "weft",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(matches!(s.tokens.jwks, Some(JwksLocation::Url(_))));
+        assert_eq!(
+            s.tokens.rules.issuer.as_deref(),
+            Some("https://idp.example/")
+        );
+        assert_eq!(s.tokens.rules.audience.as_deref(), Some("weft"));
+        assert!(matches!(
+            parse(&["--jwks-url", "ftp://idp/jwks"]).unwrap(),
+            Err(ConfigError::JwksUrl(_))
+        ));
+        assert!(
+            parse(&["--jwks-url", "https://a/j", "--jwks-file", "/x"]).is_err(),
+            "URL and file are exclusive"
+        );
+        let (s, _) = parse(&["--jwks-file", "/etc/weft/jwks.json"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.tokens.jwks,
+            Some(JwksLocation::File(PathBuf::from("/etc/weft/jwks.json")))
+        );
     }
 
     #[test]
@@ -956,6 +1172,27 @@ mod tests {
     }
 
     #[test]
+    fn the_statement_cache_is_switched_off_by_flag_or_environment() {
+        let cli = Cli::try_parse_from(["weft", "--pg-statement-cache", "off"]).unwrap();
+        assert_eq!(cli.serve.database.pg_statement_cache, Switch::Off);
+        let cli = Cli::try_parse_from(["weft", "migrate", "--pg-statement-cache=off"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Migrate(d)) if d.pg_statement_cache == Switch::Off)
+        );
+        assert!(Cli::try_parse_from(["weft", "--pg-statement-cache", "maybe"]).is_err());
+        let settings = |args: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = format!("sqlite://{}", dir.path().join("w.db").display());
+            let mut argv = vec!["weft", "--database-url", db.as_str()];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            cli.serve.settings().unwrap().0.pg_statement_cache
+        };
+        assert!(settings(&[]));
+        assert!(!settings(&["--pg-statement-cache", "off"]));
+    }
+
+    #[test]
     fn body_settings_are_flags_and_must_be_consistent() {
         let cli = Cli::try_parse_from([
             "weft",
@@ -1032,9 +1269,21 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.serve.database.pool_max, 16);
+        assert_eq!(cli.serve.database.pg_statement_cache, Switch::On);
         assert_eq!(cli.serve.max_body_bytes, 4_194_304);
         assert_eq!(cli.serve.body_timeout_ms, 30_000);
         assert_eq!(cli.serve.max_inflight_body_bytes, 268_435_456);
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("s").display().to_string();
+        let cli = Cli::try_parse_from(["weft", "--jwt-secret-file", &secret_file]).unwrap();
+        let (settings, _) = cli.serve.settings().unwrap();
+        assert_eq!(settings.connections, ConnectionLimits::default());
+        assert_eq!(settings.connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(settings.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(settings.connections.max_concurrent_streams, 128);
+        assert_eq!(settings.tokens, TokenSettings::default());
+        assert_eq!(settings.tokens.jwks_refresh, Duration::from_secs(600));
+        assert_eq!(settings.tokens.jwks_min_refetch, Duration::from_secs(30));
         let cli = Cli::try_parse_from(["weft", "token", "--user", "alice", "--ttl", "1h"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::Token(t)) if t.ttl == Duration::from_secs(3600))
@@ -1057,6 +1306,9 @@ pub enum ConfigError {
     /// The title model settings are not usable.
     #[error(transparent)]
     Titles(#[from] TitleConfigError),
+    /// `WEFT_JWKS_URL` is not an `http(s)` URL.
+    #[error(transparent)]
+    JwksUrl(#[from] BadJwksUrl),
 }
 
 /// The body settings, checked: every bound positive, and the in-flight
@@ -1105,11 +1357,20 @@ impl ServeArgs {
         )?;
         let database = DatabaseUrl::parse(&self.database.database_url)?;
         let titles = self.titles.model_config()?;
+        let jwks = match (&self.jwks_url, &self.jwks_file) {
+            (Some(url), _) if !url.is_empty() => Some(JwksLocation::url(url)?),
+            (_, Some(file)) if !file.as_os_str().is_empty() => {
+                Some(JwksLocation::File(file.clone()))
+            }
+            _ => None,
+        };
         let (secret, source) = resolve_secret(&self.secret, &database)?;
+        let defaults = ConnectionLimits::default();
         let settings = Settings {
             database,
             pool_max: self.database.pool_max,
             statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
+            pg_statement_cache: self.database.pg_statement_cache.is_on(),
             secret,
             bind: self.bind,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
@@ -1119,6 +1380,17 @@ impl ServeArgs {
             lifecycle: LifecycleSettings {
                 idempotency_retention: self.idempotency_retention,
                 ..LifecycleSettings::default()
+            },
+            tokens: TokenSettings {
+                rules: self.claims.rules(),
+                jwks,
+                jwks_refresh: Duration::from_secs(self.jwks_refresh_secs.max(1)),
+                jwks_min_refetch: Duration::from_secs(self.jwks_min_refetch_secs),
+            },
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+                ..defaults
             },
         };
         Ok((settings, source))

@@ -15,6 +15,12 @@
 //! - [`telemetry`]: the tracing subscriber builder.
 //! - [`titles`]: the title generator choice (a language model, or derived
 //!   titles) and its metrics.
+//! - [`telemetry`]: the tracing subscriber builder; no raw control
+//!   character of a request reaches a log field.
+//! - [`serve`]: the HTTP server: accept loop and connections served with
+//!   hyper under API.md's connection bounds (poem's `Server` lacks them).
+//! - [`jwks`]: where the identity provider's JWK Set is read from (URL or
+//!   file), and its scheduled refresh.
 //!
 //! Architecture invariant: the only crate that knows both the inbound HTTP
 //! adapter (`weft-http`) and the outbound adapters (storage, title model);
@@ -23,7 +29,9 @@
 
 pub mod config;
 pub mod invocation;
+pub mod jwks;
 pub mod lifecycle;
+pub mod serve;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

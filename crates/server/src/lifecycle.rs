@@ -54,6 +54,7 @@ pub async fn open_existing(args: &DatabaseArgs) -> Result<(Store, DatabaseUrl), 
         &database,
         args.pool_max,
         Duration::from_millis(args.statement_timeout_ms),
+        args.pg_statement_cache.is_on(),
     )
     .await?;
     if !store.ready().await {

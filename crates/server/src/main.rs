@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
     let program = Invocation::current();
     let (report, result) = match cli.command {
         None => (Report::Log, serve(cli.serve, &program).await),
-        Some(Command::Serve(args)) => (Report::Log, serve(args, &program).await),
+        Some(Command::Serve(args)) => (Report::Log, serve(*args, &program).await),
         Some(Command::Token(args)) => (Report::Stderr, token(args, &program)),
         Some(Command::Migrate(args)) => (Report::Log, migrate(args).await),
         Some(Command::Purge(args)) => (Report::Log, purge(args).await),
@@ -123,6 +123,13 @@ fn check_bind(addr: SocketAddr) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs, program: &Invocation) -> anyhow::Result<()> {
     install_logs(&args.log, args.log_format)?;
+    if let Some((before, after)) = weft_server::serve::raise_open_file_limit() {
+        tracing::info!(
+            before,
+            after,
+            "raised the open-file limit to the hard limit"
+        );
+    }
     // Everything that can be refused is checked before the first file (the
     // secret, the database) is created.
     check_bind(args.bind)?;
@@ -164,7 +171,7 @@ fn token(args: TokenArgs, program: &Invocation) -> anyhow::Result<()> {
     let database = DatabaseUrl::parse(&args.database_url)?;
     let secret = find_secret(&args.secret, &database, &program.serve())?;
     let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
-    let token = TokenKeys::new(&secret).mint(&user, args.ttl)?;
+    let token = TokenKeys::configured(&secret, args.claims.rules(), None).mint(&user, args.ttl)?;
     // The one place Weft prints to stdout: the token is the command's output.
     #[allow(clippy::print_stdout)]
     {
@@ -180,6 +187,7 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
         &database,
         args.pool_max,
         Duration::from_millis(args.statement_timeout_ms),
+        args.pg_statement_cache.is_on(),
     )
     .await?;
     store.migrate().await?;

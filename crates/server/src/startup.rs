@@ -2,7 +2,8 @@
 //!
 //! [`Application::build`] is the one place where concrete types meet; it
 //! binds the listener before returning, so callers (the tests) can read the
-//! bound port when they asked for port 0.
+//! bound port when they asked for port 0. Connections are served by
+//! [`crate::serve`] (hyper, with the connection bounds of API.md).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,14 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use poem::endpoint::BoxEndpoint;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{Response, Server};
+use poem::Response;
 use prometheus::IntGauge;
+use tokio::net::TcpListener;
 use weft_adapters_titles::ModelTitlesError;
 use weft_app::lifecycle::Lifecycle;
 use weft_app::system::{SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
 use weft_http::auth::TokenKeys;
+use weft_http::jwks::{FetchError, Jwks, JwksError};
 use weft_http::metrics::{Metrics, MetricsError, PoolSnapshot};
 use weft_http::ops::Health;
 use weft_http::routes::{routes, HttpConfig};
@@ -26,6 +28,7 @@ use weft_http::shield::Shield;
 use weft_ports::{Mode, PortError, RequestContext, TitleGenerator, UnitOfWork, UnitOfWorkFactory};
 
 use crate::config::{LifecycleSettings, Settings};
+use crate::serve::{serve, ConnectionLimits};
 use crate::store::{Store, StoreError};
 
 /// The server could not start.
@@ -40,6 +43,14 @@ pub enum StartupError {
     /// The title model's client could not be built.
     #[error(transparent)]
     Titles(#[from] ModelTitlesError),
+    /// The identity provider's key set (`WEFT_JWKS_URL`/`WEFT_JWKS_FILE`)
+    /// could not be loaded: a server that would refuse every provider
+    /// token does not start.
+    #[error("could not load the identity provider keys")]
+    Jwks(#[from] JwksError),
+    /// The HTTP client for `WEFT_JWKS_URL` could not be built.
+    #[error("could not set up the client for WEFT_JWKS_URL")]
+    JwksClient(#[source] FetchError),
     /// The listen address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {
@@ -54,7 +65,7 @@ pub enum StartupError {
 /// A built server: database open and migrated, listener bound, routes
 /// assembled. Nothing is served until [`Application::run_until_stopped`].
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     addr: SocketAddr,
     routes: BoxEndpoint<'static, Response>,
     store: Store,
@@ -63,14 +74,17 @@ pub struct Application {
     shutdown_timeout: Duration,
     lifecycle: Lifecycle,
     lifecycle_settings: LifecycleSettings,
+    limits: ConnectionLimits,
+    jwks: Option<(Arc<Jwks>, Duration)>,
 }
 
 impl Application {
     /// Opens and migrates the database, wires the app and binds the listener.
     ///
     /// # Errors
-    /// [`StartupError`] when the database cannot be opened or migrated, or
-    /// the address cannot be bound.
+    /// [`StartupError`] when the identity provider's keys cannot be
+    /// loaded, the database cannot be opened or migrated, or the address
+    /// cannot be bound.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         Self::assemble(settings, None).await
     }
@@ -92,6 +106,15 @@ impl Application {
         settings: Settings,
         titles: Option<Arc<dyn TitleGenerator>>,
     ) -> Result<Self, StartupError> {
+        let jwks = match &settings.tokens.jwks {
+            Some(location) => {
+                let source = location.source().map_err(StartupError::JwksClient)?;
+                Some(Arc::new(
+                    Jwks::load(source, settings.tokens.jwks_min_refetch).await?,
+                ))
+            }
+            None => None,
+        };
         let store = Store::connect(&settings).await?;
         store.migrate().await?;
         let metrics = Metrics::new()?;
@@ -128,27 +151,25 @@ impl Application {
         let routes = routes(HttpConfig {
             app,
             shield: shield.clone(),
-            keys: TokenKeys::new(&settings.secret),
+            keys: TokenKeys::configured(
+                &settings.secret,
+                settings.tokens.rules.clone(),
+                jwks.clone(),
+            ),
             health: Arc::new(store.clone()),
             metrics: metrics.clone(),
             request_timeout: settings.request_timeout,
             body: settings.body,
         });
 
-        let acceptor = TcpListener::bind(settings.bind)
-            .into_acceptor()
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.bind,
-                source,
-            })?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(settings.bind);
+        let bind_err = |source| StartupError::Bind {
+            addr: settings.bind,
+            source,
+        };
+        let listener = TcpListener::bind(settings.bind).await.map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
         Ok(Self {
-            acceptor,
+            listener,
             addr,
             routes,
             store,
@@ -157,6 +178,8 @@ impl Application {
             shutdown_timeout: settings.shutdown_timeout,
             lifecycle,
             lifecycle_settings: settings.lifecycle,
+            limits: settings.connections,
+            jwks: jwks.map(|j| (j, settings.tokens.jwks_refresh)),
         })
     }
 
@@ -203,24 +226,26 @@ impl Application {
     }
 
     /// Serves until `signal` resolves; then stops accepting, lets in-flight
-    /// requests finish within the shutdown timeout, stops the background
+    /// requests finish within the shutdown timeout (connections that only
+    /// wait for their client are closed sooner), stops the background
     /// idempotency expiry, and closes the pool (which waits for every
-    /// connection to come back).
-    ///
-    /// While serving, idempotency records older than
-    /// `WEFT_IDEMPOTENCY_RETENTION` are deleted in the background (a sweep
-    /// at start, then every minute; bounded batches, counted in
+    /// connection to come back). While serving, the identity provider's
+    /// keys are refreshed on their schedule, and idempotency records older
+    /// than `WEFT_IDEMPOTENCY_RETENTION` are deleted in the background (a
+    /// sweep at start, then every minute; bounded batches, counted in
     /// `weft_idempotency_records_expired_total`).
     ///
     /// # Errors
     /// An I/O error of the listener.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let Self {
-            acceptor,
+            listener,
             routes,
             store,
             shield,
             shutdown_timeout,
+            limits,
+            jwks,
             lifecycle,
             lifecycle_settings,
             metrics,
@@ -239,9 +264,12 @@ impl Application {
                 )
                 .await;
         });
-        let served = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, signal, Some(shutdown_timeout))
-            .await;
+        let refresher =
+            jwks.map(|(jwks, every)| tokio::spawn(crate::jwks::refresh_every(jwks, every)));
+        let served = serve(listener, routes, limits, signal, shutdown_timeout).await;
+        if let Some(r) = refresher {
+            r.abort();
+        }
         // Requests cut off at the bound may have left shielded use cases
         // running: let them reach their commit or rollback (bounded) before
         // the pool closes under them.

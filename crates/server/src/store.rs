@@ -157,12 +157,14 @@ impl Store {
             &settings.database,
             settings.pool_max,
             settings.statement_timeout,
+            settings.pg_statement_cache,
         )
         .await
     }
 
     /// Opens `database` with at most `pool_max` connections. Does not
-    /// migrate. The one place an adapter is chosen.
+    /// migrate. The one place an adapter is chosen. `pg_statement_cache`
+    /// is `WEFT_PG_STATEMENT_CACHE` (PostgreSQL only).
     ///
     /// # Errors
     /// As [`Store::connect`].
@@ -170,6 +172,7 @@ impl Store {
         database: &DatabaseUrl,
         pool_max: u32,
         statement_timeout: Duration,
+        pg_statement_cache: bool,
     ) -> Result<Self, StoreError> {
         let connect_err = |source: AdapterError, hint: String| StoreError::Connect {
             what: database.describe(),
@@ -178,6 +181,7 @@ impl Store {
         };
         let backend: Arc<dyn Backend> = match database {
             DatabaseUrl::Sqlite { url, path } => {
+                create_private(url, path);
                 let mut cfg = SqliteConfig::new(url.clone());
                 cfg.pool_max = pool_max;
                 // SQLite has no per-statement timeout; the same budget bounds
@@ -198,6 +202,7 @@ impl Store {
                 let mut cfg = PgConfig::new(url.clone());
                 cfg.pool_max = pool_max;
                 cfg.statement_timeout = statement_timeout;
+                cfg.statement_cache = pg_statement_cache;
                 Arc::new(
                     PgStore::connect(&cfg)
                         .await
@@ -372,6 +377,40 @@ pub fn diagnose_sqlite_location(file: &std::path::Path) -> Option<String> {
     }
 }
 
+/// Creates the SQLite file owner-only (0600) before SQLite does, so the
+/// database never exists with wider permissions (API.md "Operations":
+/// files it creates are owner-only). SQLite gives its `-wal`, `-shm` and
+/// journal files the permissions of the database file, so they are 0600
+/// too. An empty file is a valid empty database. This is narrower than a
+/// process-wide umask, which would also change every other file the
+/// process or its libraries create. An existing file is left as it is;
+/// any failure here is left for the adapter to report with its own words.
+fn create_private(url: &str, path: &Path) {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let special = path.as_os_str().is_empty()
+        || path.as_os_str() == ":memory:"
+        || query
+            .split('&')
+            .any(|kv| kv == "mode=memory" || kv == "mode=ro");
+    if special {
+        return;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "could not pre-create the database file");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +476,24 @@ mod tests {
             1,
             "the check leaves nothing behind"
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_and_its_wal_and_shm_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let url = DatabaseUrl::parse(&format!("sqlite://{}", db.display())).unwrap();
+        let store = Store::connect_url(&url, 2, Duration::from_secs(5), false)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        for name in ["weft.db", "weft.db-wal", "weft.db-shm"] {
+            let meta =
+                std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+        store.close().await;
     }
 }

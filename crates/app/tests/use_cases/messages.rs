@@ -126,12 +126,12 @@ async fn create_message_rolls_back_when_the_append_fails() {
 
 // ---------------------------------------------------------------- get / list
 
-/// The message is read from its thread in a read-only unit of work.
+/// The message is read from its thread in a single-read unit of work.
 #[tokio::test]
-async fn get_message_reads_the_message_of_its_thread_read_only() {
+async fn get_message_reads_the_message_of_its_thread_in_a_single_read() {
     let mut h = Harness::new();
     h.no_ids();
-    h.uow(Mode::ReadOnly, End::Commit, |u| {
+    h.uow(Mode::SingleRead, End::Commit, |u| {
         u.expect_get_message()
             .withf(|t, m| (t, m) == (&thread_id(2), &message_id(5)))
             .times(1)
@@ -143,14 +143,14 @@ async fn get_message_reads_the_message_of_its_thread_read_only() {
         .await
         .unwrap();
     assert_eq!(got, message(2, 5, Role::Assistant, "answer"));
-    assert_eq!(h.observed(), vec![(Mode::ReadOnly, TxOutcome::Committed)]);
+    assert_eq!(h.observed(), vec![(Mode::SingleRead, TxOutcome::Committed)]);
 }
 
 /// A message of another thread (or missing, foreign, deleted) is not found.
 #[tokio::test]
 async fn get_message_is_not_found_for_a_message_of_another_thread() {
     let mut h = Harness::new();
-    h.uow(Mode::ReadOnly, End::Rollback, |u| {
+    h.uow(Mode::SingleRead, End::Rollback, |u| {
         u.expect_get_message()
             .times(1)
             .returning(|_, _| Err(Fail::NotFound.err()));
@@ -171,7 +171,7 @@ async fn list_messages_passes_the_thread_and_parameters_through_and_returns_the_
         Some(message_id(8)),
     );
     let expected = params.clone();
-    h.uow(Mode::ReadOnly, End::Commit, move |u| {
+    h.uow(Mode::SingleRead, End::Commit, move |u| {
         u.expect_list_messages()
             .withf(move |t, p| *t == thread_id(2) && *p == expected)
             .times(1)
@@ -190,7 +190,7 @@ async fn list_messages_passes_the_thread_and_parameters_through_and_returns_the_
 async fn list_messages_reports_a_missing_thread_and_an_unknown_cursor() {
     for fail in [Fail::NotFound, Fail::InvalidCursor] {
         let mut h = Harness::new();
-        h.uow(Mode::ReadOnly, End::Rollback, |u| {
+        h.uow(Mode::SingleRead, End::Rollback, |u| {
             u.expect_list_messages()
                 .times(1)
                 .returning(move |_, _| Err(fail.err()));

@@ -713,7 +713,7 @@ impl UseCase {
     pub fn mode(self) -> Mode {
         match self {
             Self::GetThread | Self::ListThreads | Self::GetMessage | Self::ListMessages => {
-                Mode::ReadOnly
+                Mode::SingleRead
             }
             _ => Mode::ReadWrite,
         }

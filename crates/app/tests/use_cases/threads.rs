@@ -245,12 +245,12 @@ async fn create_thread_rolls_back_the_thread_when_its_messages_fail_to_insert() 
 
 // ---------------------------------------------------------------- get / list
 
-/// A read-only unit of work reads the asked thread and returns it as stored.
+/// A single-read unit of work reads the asked thread and returns it as stored.
 #[tokio::test]
-async fn get_thread_returns_the_stored_thread_from_a_read_only_unit_of_work() {
+async fn get_thread_returns_the_stored_thread_from_a_single_read_unit_of_work() {
     let mut h = Harness::new();
     h.no_ids();
-    h.uow(Mode::ReadOnly, End::Commit, |u| {
+    h.uow(Mode::SingleRead, End::Commit, |u| {
         u.expect_get_thread()
             .withf(|id| *id == thread_id(7))
             .times(1)
@@ -261,7 +261,7 @@ async fn get_thread_returns_the_stored_thread_from_a_read_only_unit_of_work() {
         app.get_thread(&h.ctx, thread_id(7)).await.unwrap(),
         thread(7)
     );
-    assert_eq!(h.observed(), vec![(Mode::ReadOnly, TxOutcome::Committed)]);
+    assert_eq!(h.observed(), vec![(Mode::SingleRead, TxOutcome::Committed)]);
 }
 
 /// A missing (or foreign, or deleted) thread is not found, and the read-only
@@ -269,7 +269,7 @@ async fn get_thread_returns_the_stored_thread_from_a_read_only_unit_of_work() {
 #[tokio::test]
 async fn get_thread_is_not_found_for_a_missing_thread_and_rolls_back() {
     let mut h = Harness::new();
-    h.uow(Mode::ReadOnly, End::Rollback, |u| {
+    h.uow(Mode::SingleRead, End::Rollback, |u| {
         u.expect_get_thread()
             .times(1)
             .returning(|_| Err(Fail::NotFound.err()));
@@ -277,7 +277,10 @@ async fn get_thread_is_not_found_for_a_missing_thread_and_rolls_back() {
     let app = h.app();
     let r = app.get_thread(&h.ctx, thread_id(7)).await;
     assert_eq!(err_kind(r, "get_thread"), ErrKind::NotFound);
-    assert_eq!(h.observed(), vec![(Mode::ReadOnly, TxOutcome::RolledBack)]);
+    assert_eq!(
+        h.observed(),
+        vec![(Mode::SingleRead, TxOutcome::RolledBack)]
+    );
 }
 
 /// The list parameters reach the repository unchanged and its page comes back as is.
@@ -291,7 +294,7 @@ async fn list_threads_passes_the_parameters_through_and_returns_the_page() {
         None,
     );
     let expected = params.clone();
-    h.uow(Mode::ReadOnly, End::Commit, move |u| {
+    h.uow(Mode::SingleRead, End::Commit, move |u| {
         u.expect_list_threads()
             .withf(move |p| *p == expected)
             .times(1)
@@ -306,7 +309,7 @@ async fn list_threads_passes_the_parameters_through_and_returns_the_page() {
 #[tokio::test]
 async fn list_threads_refuses_an_unknown_cursor_and_rolls_back() {
     let mut h = Harness::new();
-    h.uow(Mode::ReadOnly, End::Rollback, |u| {
+    h.uow(Mode::SingleRead, End::Rollback, |u| {
         u.expect_list_threads()
             .times(1)
             .returning(|_| Err(Fail::InvalidCursor.err()));

@@ -267,3 +267,47 @@ pub async fn conflicting_serializable_units_of_work_both_complete_through_retry(
     }
     tracing::info!(retried, "serializable conflict resolved");
 }
+
+/// A single read (`Mode::SingleRead`: one repository call, which the
+/// adapter may run without a transaction block) reads like any read-only
+/// unit of work, cannot write (ports rules 7 and 9), and ends cleanly
+/// however it ends: commit, rollback or drop.
+pub async fn a_single_read_reads_once_and_cannot_write(target: Target) {
+    let f = target.factory();
+    let f = &*f;
+    let (t, msgs) = seed_thread(f, ALICE, 2).await;
+    let mut uow = begin(f, ALICE, Mode::SingleRead).await;
+    assert_eq!(uow.mode(), Mode::SingleRead);
+    assert_eq!(ok(uow.get_thread(&t.id).await, "get_thread"), t);
+    commit(uow).await;
+
+    let mut uow = begin(f, ALICE, Mode::SingleRead).await;
+    let page = ok(
+        uow.list_messages(&t.id, &params(10, Order::Asc, None, None))
+            .await,
+        "list_messages",
+    );
+    assert_eq!(page.items, msgs);
+    ok(uow.rollback().await, "rollback");
+
+    let mut uow = begin(f, BOB, Mode::SingleRead).await;
+    assert_not_found(
+        uow.get_thread(&t.id).await,
+        "bob's single read of alice's thread",
+    );
+    drop(uow);
+
+    let late = message(&t.id, Role::User, "written by a read", at(5));
+    let mut uow = begin(f, ALICE, Mode::SingleRead).await;
+    let r = uow.append_message(&late).await;
+    assert!(r.is_err(), "a single read appended a message: {r:?}");
+    let _ = uow.commit().await;
+    let mut uow = begin(f, ALICE, Mode::SingleRead).await;
+    let r = uow.archive_thread(&t.id, at(5)).await;
+    assert!(r.is_err(), "a single read archived a thread: {r:?}");
+    drop(uow);
+
+    assert_settled(&*target, "after single reads").await;
+    assert_eq!(ok(read_thread(f, ALICE, &t.id).await, "read"), t);
+    assert_eq!(all_message_ids(f, ALICE, &t.id).await.len(), 2);
+}

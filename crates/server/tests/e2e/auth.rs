@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
 fn now() -> u64 {
@@ -57,7 +57,7 @@ async fn status_with(app: &TestApp, auth: Option<String>) -> (u16, Value) {
     (status, r.json())
 }
 
-both_databases! {
+every_topology! {
     /// Every kind of bad token is a 401 with code invalid_api_key.
     async fn bad_tokens_are_refused_with_invalid_api_key(app) {
         let secret = app.secret().to_vec();

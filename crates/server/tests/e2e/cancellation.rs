@@ -7,11 +7,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
 async fn raw(app: &TestApp, bytes: Vec<u8>, linger: Duration) {
-    let addr = app.base.trim_start_matches("http://").to_owned();
+    let addr = app.next_base().trim_start_matches("http://").to_owned();
     if let Ok(mut s) = TcpStream::connect(addr).await {
         let _ = s.write_all(&bytes).await;
         tokio::time::sleep(linger).await;
@@ -19,7 +19,7 @@ async fn raw(app: &TestApp, bytes: Vec<u8>, linger: Duration) {
     }
 }
 
-both_databases! {
+every_topology! {
     /// Clients disconnecting at random points, in a bounded loop: afterwards the pool is idle and the counts are exact.
     async fn clients_disconnecting_mid_request_leave_everything_consistent(app) {
         let t = app.create_thread("alice", json!({})).await;
@@ -38,7 +38,7 @@ both_databases! {
             let mut batch = Vec::new();
             // Several at once, so some queue for the database and are dropped while waiting.
             for j in 0..8 {
-                let (c, base, token, id) = (impatient.clone(), app.base.clone(), token.clone(), id.clone());
+                let (c, base, token, id) = (impatient.clone(), app.next_base().to_owned(), token.clone(), id.clone());
                 batch.push(tokio::spawn(async move {
                     let _ = match j % 4 {
                         0 => c.post(format!("{base}/v1/threads/{id}/messages")).bearer_auth(&token).json(&json!({"role": "user", "content": format!("c{i}")})).send().await,
@@ -148,11 +148,7 @@ async fn a_use_case_outlives_its_dropped_request(db: crate::helpers::Db) {
         in_flight.await.unwrap().is_err(),
         "the connection was cut at the shutdown bound"
     );
-    assert_eq!(
-        app.metrics.cancelled_count(),
-        1,
-        "the dropped request is counted"
-    );
+    assert_eq!(app.cancelled_count(), 1, "the dropped request is counted");
     app.restart().await;
     let got = app
         .get(&format!("/v1/threads/{id}"), "alice")
@@ -166,15 +162,7 @@ async fn a_use_case_outlives_its_dropped_request(db: crate::helpers::Db) {
 }
 
 mod a_use_case_outlives_its_dropped_request {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::a_use_case_outlives_its_dropped_request(crate::helpers::Db::Sqlite).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::a_use_case_outlives_its_dropped_request(crate::helpers::Db::Postgres).await
-    }
+    crate::topology_tests!(super::a_use_case_outlives_its_dropped_request);
 }
 
 /// A title generator that says when it started and then waits to be
@@ -245,14 +233,14 @@ async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crat
     assert!(call.await.unwrap_err().is_cancelled());
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.metrics.cancelled_count() == 0 {
+    while app.cancelled_count() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the reset request was never counted as cancelled"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.metrics.cancelled_count(), 1);
+    assert_eq!(app.cancelled_count(), 1);
 
     // Only now may the use case go on: it still commits its title.
     release.notify_one();
@@ -272,25 +260,11 @@ async fn an_http2_stream_reset_cancels_the_request_but_not_its_use_case(db: crat
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.wait_for_idle_pool().await;
-    if db == crate::helpers::Db::Postgres {
+    if db.is_postgres() {
         assert_eq!(app.idle_in_transaction().await, 0);
     }
 }
 
 mod an_http2_stream_reset_cancels_the_request_but_not_its_use_case {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::an_http2_stream_reset_cancels_the_request_but_not_its_use_case(
-            crate::helpers::Db::Sqlite,
-        )
-        .await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::an_http2_stream_reset_cancels_the_request_but_not_its_use_case(
-            crate::helpers::Db::Postgres,
-        )
-        .await
-    }
+    crate::topology_tests!(super::an_http2_stream_reset_cancels_the_request_but_not_its_use_case);
 }

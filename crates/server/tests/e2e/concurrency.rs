@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
-both_databases! {
+every_topology! {
     /// 200 concurrent creates on one thread: message_count = successes = what the list shows.
     async fn two_hundred_concurrent_creates_keep_the_count_exact(app) {
         let t = app.create_thread("alice", json!({})).await;
@@ -15,7 +15,7 @@ both_databases! {
         let token = app.token("alice");
         let tasks: Vec<_> = (0..200)
             .map(|i| {
-                let (client, base, token, id) = (app.client.clone(), app.base.clone(), token.clone(), id.clone());
+                let (client, base, token, id) = (app.client.clone(), app.next_base().to_owned(), token.clone(), id.clone());
                 tokio::spawn(async move {
                     let r = client
                         .post(format!("{base}/v1/threads/{id}/messages"))
@@ -53,7 +53,7 @@ both_databases! {
         let token = app.token("alice");
         let mut tasks = Vec::new();
         for (i, victim) in victims.into_iter().enumerate() {
-            let (client, base, token, id) = (app.client.clone(), app.base.clone(), token.clone(), id.clone());
+            let (client, base, token, id) = (app.client.clone(), app.next_base().to_owned(), token.clone(), id.clone());
             tasks.push(tokio::spawn(async move {
                 let del = client
                     .delete(format!("{base}/v1/threads/{id}/messages/{victim}"))

@@ -4,10 +4,10 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
-both_databases! {
+every_topology! {
     /// Router, method, auth, parse, size, media-type and conflict errors all answer the envelope with x-request-id.
     async fn every_error_is_the_openai_envelope_with_a_request_id(app) {
         let t = app.create_thread("alice", json!({})).await;

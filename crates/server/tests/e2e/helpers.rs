@@ -10,35 +10,79 @@ use tokio::task::JoinHandle;
 use weft_domain::UserId;
 use weft_http::auth::{JwtSecret, TokenKeys};
 use weft_http::metrics::Metrics;
-use weft_server::config::{DatabaseUrl, Settings};
+use weft_server::config::{DatabaseUrl, Settings, TokenSettings};
+use weft_server::serve::ConnectionLimits;
 use weft_server::Application;
 
-/// Which adapter a test runs against.
+/// Which deployment a test runs against: the adapter, and what sits
+/// between Weft and its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    /// SQLite in a temp dir.
+pub enum Topology {
+    /// One Weft on SQLite in a temp dir.
     Sqlite,
-    /// A fresh database on the test harness's PostgreSQL.
+    /// One Weft on a fresh database of the test harness's PostgreSQL.
     Postgres,
+    /// Two Weft instances on one fresh PostgreSQL database, both through
+    /// the harness's PgBouncer in transaction mode
+    /// (`WEFT_PG_STATEMENT_CACHE=off`); requests alternate between them.
+    PgBouncer,
+    /// One Weft on a fresh database of the harness's Citus cluster
+    /// (coordinator + 2 workers).
+    Citus,
 }
 
-/// A running server and what the test needs to talk to it.
-pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
-    #[allow(dead_code)]
-    pub db: Db,
-    /// The PostgreSQL URL of the test database (to inspect `pg_stat_activity`).
-    pub pg_url: Option<String>,
-    keys: TokenKeys,
-    secret_bytes: Vec<u8>,
+/// The former name, kept for tests written before the topologies.
+pub type Db = Topology;
+
+impl Topology {
+    /// Whether the database is PostgreSQL (plain, pooled or distributed).
+    pub fn is_postgres(self) -> bool {
+        self != Self::Sqlite
+    }
+
+    /// How many Weft instances serve the test.
+    pub fn instances(self) -> usize {
+        match self {
+            Self::PgBouncer => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One running Weft instance.
+struct Instance {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    /// The running server's metrics (still readable after it stopped).
+}
+
+/// The running Weft instance(s) of one test and what the test needs to
+/// talk to them.
+pub struct TestApp {
+    /// The first instance's base URL.
+    pub base: String,
+    /// Every instance's base URL (two on [`Topology::PgBouncer`]).
+    pub bases: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
+    pub client: reqwest::Client,
+    #[allow(dead_code)]
+    pub db: Topology,
+    /// A direct PostgreSQL URL of the test database (never through the
+    /// pooler; the coordinator on Citus), to inspect it.
+    pub pg_url: Option<String>,
+    /// Every direct URL of the test database (Citus: coordinator, then
+    /// each worker).
+    pub inspect_urls: Vec<String>,
+    keys: TokenKeys,
+    secret_bytes: Vec<u8>,
+    instances: Vec<Instance>,
+    /// The first instance's metrics (still readable after it stopped).
     pub metrics: Metrics,
+    /// Every instance's metrics, in the order of [`TestApp::bases`].
+    all_metrics: Vec<Metrics>,
     settings: Settings,
     _dir: tempfile::TempDir,
-    /// Dropped with the app when the test passed (kept when it failed).
+    /// Dropped with the app when the test passed (kept when it failed;
+    /// on Citus always dropped).
     _database: Option<weft_testkit::TestDatabase>,
 }
 
@@ -52,21 +96,37 @@ fn init_logs() {
     }
 }
 
-/// Starts Weft on port 0 over a fresh database of kind `db`.
-pub async fn spawn_app(db: Db) -> TestApp {
+/// A fresh database of `topology` from the test harness: the URL Weft
+/// uses, and the database (None for SQLite, whose file lives in `dir`).
+pub async fn fresh_database(
+    topology: Topology,
+    dir: &std::path::Path,
+) -> (String, Option<weft_testkit::TestDatabase>) {
+    let db = match topology {
+        Topology::Sqlite => return (format!("sqlite://{}", dir.join("weft.db").display()), None),
+        Topology::Postgres => weft_testkit::PgHarness::fresh_database().await,
+        Topology::PgBouncer => weft_testkit::BouncerHarness::fresh_database().await,
+        Topology::Citus => weft_testkit::CitusHarness::fresh_database().await,
+    }
+    .unwrap_or_else(|e| panic!("a fresh {topology:?} database from the test harness: {e}"));
+    (db.url().to_owned(), Some(db))
+}
+
+/// Starts Weft on port 0 over a fresh database of `topology`.
+pub async fn spawn_app(db: Topology) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
 
 /// Like [`spawn_app`], letting the test adjust the settings first.
 /// The title generator is the one the settings select (derived titles
 /// unless `settings.titles` names a model).
-pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+pub async fn spawn_app_with(db: Topology, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spawn(db, adjust, None).await
 }
 
 /// Like [`spawn_app_with`], with a chosen title generator.
 pub async fn spawn_app_full(
-    db: Db,
+    db: Topology,
     adjust: impl FnOnce(&mut Settings),
     titles: std::sync::Arc<dyn weft_ports::TitleGenerator>,
 ) -> TestApp {
@@ -74,32 +134,21 @@ pub async fn spawn_app_full(
 }
 
 async fn spawn(
-    db: Db,
+    db: Topology,
     adjust: impl FnOnce(&mut Settings),
     titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (url, pg_url, database) = match db {
-        Db::Sqlite => (
-            format!("sqlite://{}", dir.path().join("weft.db").display()),
-            None,
-            None,
-        ),
-        Db::Postgres => {
-            let database = weft_testkit::PgHarness::fresh_database()
-                .await
-                .expect("a fresh PostgreSQL database from the test harness");
-            let url = database.url().to_owned();
-            (url.clone(), Some(url), Some(database))
-        }
-    };
+    let (url, database) = fresh_database(db, dir.path()).await;
     let secret_bytes: Vec<u8> = (0..48).map(|_| fastrand::u8(..)).collect();
     let secret = JwtSecret::new(secret_bytes.clone()).expect("48-byte secret");
     let mut settings = Settings {
         database: DatabaseUrl::parse(&url).expect("test database url"),
         pool_max: 16,
         statement_timeout: Duration::from_secs(5),
+        // Behind a pooler in transaction mode: API.md, Configuration.
+        pg_statement_cache: db != Topology::PgBouncer,
         secret: secret.clone(),
         bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
@@ -107,24 +156,44 @@ async fn spawn(
         body: weft_http::body::BodyConfig::default(),
         titles: None,
         lifecycle: weft_server::config::LifecycleSettings::default(),
+        tokens: TokenSettings::default(),
+        connections: ConnectionLimits::default(),
     };
     adjust(&mut settings);
-    let (base, metrics, tx, server) = start(settings.clone(), titles).await;
+    let mut bases = Vec::new();
+    let mut instances = Vec::new();
+    let mut all_metrics = Vec::new();
+    for _ in 0..db.instances() {
+        let (base, m, tx, server) = start(settings.clone(), titles.clone()).await;
+        bases.push(base);
+        all_metrics.push(m);
+        instances.push(Instance {
+            shutdown: Some(tx),
+            server: Some(server),
+        });
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");
+    let inspect_urls = database
+        .as_ref()
+        .map(|d| d.direct_urls().to_vec())
+        .unwrap_or_default();
     TestApp {
-        base,
+        base: bases[0].clone(),
+        bases,
+        next: std::sync::atomic::AtomicUsize::new(0),
         client,
         db,
-        pg_url,
+        pg_url: inspect_urls.first().cloned(),
+        inspect_urls,
         keys: TokenKeys::new(&secret),
         secret_bytes,
-        shutdown: Some(tx),
-        server: Some(server),
-        metrics,
+        instances,
+        metrics: all_metrics[0].clone(),
+        all_metrics,
         settings,
         _dir: dir,
         _database: database,
@@ -142,11 +211,12 @@ async fn start(
     settings: Settings,
     titles: Option<std::sync::Arc<dyn weft_ports::TitleGenerator>>,
 ) -> Running {
+    let what = settings.database.describe();
     let app = match titles {
         Some(titles) => Application::build_with_titles(settings, titles).await,
         None => Application::build(settings).await,
     }
-    .expect("server builds");
+    .unwrap_or_else(|e| panic!("server builds on {what}: {}", weft_http::error::chain(&e)));
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.metrics().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -249,7 +319,15 @@ impl TestApp {
         &self.secret_bytes
     }
 
-    /// A request builder to `path` as `user` (no auth when `None`).
+    /// The base URL of the next instance, round robin (always the same
+    /// one when there is only one).
+    pub fn next_base(&self) -> &str {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// A request builder to `path` as `user` (no auth when `None`), sent to
+    /// the instances in turn.
     pub fn request(
         &self,
         method: Method,
@@ -258,7 +336,7 @@ impl TestApp {
     ) -> reqwest::RequestBuilder {
         let rb = self
             .client
-            .request(method, format!("{}{}", self.base, path));
+            .request(method, format!("{}{}", self.next_base(), path));
         match user {
             Some(u) => rb.bearer_auth(self.token(u)),
             None => rb,
@@ -333,15 +411,56 @@ impl TestApp {
     }
 
     /// The value of a metric line `name` (exact series text) from /metrics.
+    /// Requests counted as cancelled, summed over every instance (read from
+    /// the servers' metrics handles: still readable after they stopped).
+    pub fn cancelled_count(&self) -> u64 {
+        self.all_metrics.iter().map(Metrics::cancelled_count).sum()
+    }
+
+    /// Summed over every instance.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
-            .send(self.client.get(format!("{}/metrics", self.base)))
-            .await
-            .text;
+        let text = self.metrics_text().await;
         text.lines().find_map(|l| {
             l.strip_prefix(series)
                 .and_then(|rest| rest.trim().parse::<f64>().ok())
         })
+    }
+
+    /// The Prometheus text of /metrics, one series per line with its value
+    /// summed over every instance (so counts are the deployment's, whichever
+    /// instance served each request).
+    pub async fn metrics_text(&self) -> String {
+        let mut order: Vec<String> = Vec::new();
+        let mut sums: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+        for base in &self.bases {
+            let text = self
+                .send(self.client.get(format!("{base}/metrics")))
+                .await
+                .text;
+            for line in text.lines() {
+                let parsed = line
+                    .rsplit_once(' ')
+                    .filter(|_| !line.starts_with('#'))
+                    .and_then(|(series, v)| Some((series, v.parse::<f64>().ok()?)));
+                let (key, value) = match parsed {
+                    Some((series, v)) => (series.to_owned(), Some(v)),
+                    None => (line.to_owned(), None),
+                };
+                if !sums.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                let sum = sums.entry(key).or_insert(0.0);
+                *sum += value.unwrap_or(0.0);
+            }
+        }
+        order
+            .into_iter()
+            .map(|key| match key.starts_with('#') {
+                true => key,
+                false => format!("{key} {}", sums[&key]),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Waits (bounded) until every pool connection is idle; panics otherwise.
@@ -368,36 +487,46 @@ impl TestApp {
         }
     }
 
-    /// For PostgreSQL: backends of the test database that are `idle in
-    /// transaction` (must be none once requests are over).
+    /// For PostgreSQL: sessions of the test database that are `idle in
+    /// transaction` on any of its servers (on Citus: the coordinator and
+    /// every worker), never counting this inspection's own. Must be none
+    /// once requests are over.
     pub async fn idle_in_transaction(&self) -> i64 {
         use sqlx::Connection;
-        let Some(url) = &self.pg_url else { return 0 };
-        let mut conn = sqlx::PgConnection::connect(url)
+        let mut total = 0;
+        for url in &self.inspect_urls {
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .expect("inspect connection");
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
             .await
-            .expect("inspect connection");
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .expect("pg_stat_activity");
-        let _ = conn.close().await;
-        n
+            .expect("pg_stat_activity");
+            let _ = conn.close().await;
+            total += n;
+        }
+        total
     }
 
-    /// Triggers graceful shutdown and waits (bounded) for the server to stop.
+    /// Triggers graceful shutdown of every instance and waits (bounded) for
+    /// them to stop.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        for instance in &mut self.instances {
+            if let Some(tx) = instance.shutdown.take() {
+                let _ = tx.send(());
+            }
         }
-        if let Some(server) = self.server.take() {
-            tokio::time::timeout(Duration::from_secs(30), server)
-                .await
-                .expect("server stops within the bound")
-                .expect("server task")
-                .expect("server ran cleanly");
+        for instance in &mut self.instances {
+            if let Some(server) = instance.server.take() {
+                tokio::time::timeout(Duration::from_secs(30), server)
+                    .await
+                    .expect("server stops within the bound")
+                    .expect("server task")
+                    .expect("server ran cleanly");
+            }
         }
     }
 
@@ -407,21 +536,35 @@ impl TestApp {
         self.settings.database.as_str()
     }
 
-    /// Stops the server and starts a new one on the same database and secret.
+    /// Stops every instance and starts as many new ones on the same
+    /// database and secret.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (base, metrics, tx, server) = start(self.settings.clone(), None).await;
-        self.base = base;
-        self.metrics = metrics;
-        self.shutdown = Some(tx);
-        self.server = Some(server);
+        let mut bases = Vec::new();
+        let mut instances = Vec::new();
+        let mut all_metrics = Vec::new();
+        for _ in 0..self.db.instances() {
+            let (base, metrics, tx, server) = start(self.settings.clone(), None).await;
+            bases.push(base);
+            all_metrics.push(metrics);
+            instances.push(Instance {
+                shutdown: Some(tx),
+                server: Some(server),
+            });
+        }
+        self.base = bases[0].clone();
+        self.bases = bases;
+        self.instances = instances;
+        self.metrics = all_metrics[0].clone();
+        self.all_metrics = all_metrics;
     }
 }
 
-/// Generates one `sqlite` and one `postgres` test from one body: the test
-/// is written once and runs against both adapters.
+/// Generates one test per [`Topology`] from one body, named after it
+/// (`<test>::sqlite`, `::postgres`, `::pgbouncer`, `::citus`): the test is
+/// written once and runs on every deployment.
 #[macro_export]
-macro_rules! both_databases {
+macro_rules! every_topology {
     ($($(#[doc = $doc:literal])* async fn $name:ident($app:ident) $body:block)*) => {
         $(
             $(#[doc = $doc])*
@@ -429,18 +572,49 @@ macro_rules! both_databases {
                 #[allow(unused_imports)]
                 use super::*;
 
-                async fn scenario($app: $crate::helpers::TestApp) $body
+                async fn scenario($app: $crate::helpers::TestApp) -> () $body
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    scenario($crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await).await
+                async fn run(topology: $crate::helpers::Topology) {
+                    scenario($crate::helpers::spawn_app(topology).await).await
                 }
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    scenario($crate::helpers::spawn_app($crate::helpers::Db::Postgres).await).await
-                }
+                $crate::topology_tests!(run);
             }
         )*
+    };
+}
+
+/// The former name of [`every_topology!`], kept so that tests written
+/// before the topologies run on all of them.
+#[macro_export]
+macro_rules! both_databases {
+    ($($t:tt)*) => { $crate::every_topology!($($t)*); };
+}
+
+/// Expands to one `#[tokio::test]` per [`Topology`] (`sqlite`, `postgres`,
+/// `pgbouncer`, `citus`), each calling `$run(topology).await`; used inside
+/// a module named after the test.
+#[macro_export]
+macro_rules! topology_tests {
+    ($run:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            $run($crate::helpers::Topology::Sqlite).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres() {
+            $run($crate::helpers::Topology::Postgres).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pgbouncer() {
+            $run($crate::helpers::Topology::PgBouncer).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn citus() {
+            $run($crate::helpers::Topology::Citus).await
+        }
     };
 }

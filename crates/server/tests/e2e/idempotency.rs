@@ -5,10 +5,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
-both_databases! {
+every_topology! {
     /// A retry with the same key and body replays the first response and creates nothing.
     async fn a_retry_with_the_same_key_replays_the_first_response(app) {
         let body = json!({"metadata": {"a": "1", "b": "2"}, "title": "t"});
@@ -69,7 +69,7 @@ both_databases! {
         let token = app.token("alice");
         let tasks: Vec<_> = (0..20)
             .map(|_| {
-                let (client, base, token, id) = (app.client.clone(), app.base.clone(), token.clone(), id.clone());
+                let (client, base, token, id) = (app.client.clone(), app.next_base().to_owned(), token.clone(), id.clone());
                 tokio::spawn(async move {
                     let r = client
                         .post(format!("{base}/v1/threads/{id}/messages"))

@@ -4,10 +4,10 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
-both_databases! {
+every_topology! {
     /// Bob gets 404 on every read, modify and delete of Alice's thread and message, and changes nothing.
     async fn another_users_objects_are_not_found_everywhere(app) {
         let t = app.create_thread("alice", json!({"messages": [{"role": "user", "content": "secret"}], "metadata": {"a": "1"}})).await;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
 fn keys(v: &Value) -> Vec<String> {
@@ -59,7 +59,7 @@ fn is_id(v: &Value, prefix: &str) -> bool {
     })
 }
 
-both_databases! {
+every_topology! {
     /// An empty create gives a thread of exactly the documented shape and defaults.
     async fn a_new_thread_has_the_openai_shape_and_defaults(app) {
         let t = app.create_thread("alice", json!({})).await;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
 fn ids(v: &[Value]) -> Vec<String> {
@@ -32,7 +32,7 @@ async fn thread_with_messages(app: &TestApp, user: &str, n: usize) -> (String, V
     (id, created)
 }
 
-both_databases! {
+every_topology! {
     /// 55 messages paged by 10 with after=last_id: each exactly once, in order, both orders.
     async fn paging_55_messages_by_10_yields_each_exactly_once_in_both_orders(app) {
         let (id, created) = thread_with_messages(&app, "alice", 55).await;
@@ -182,7 +182,7 @@ both_databases! {
     async fn paging_while_others_create_yields_each_old_object_once(app) {
         let (id, created) = thread_with_messages(&app, "alice", 30).await;
         let writer = {
-            let (client, base, token) = (app.client.clone(), app.base.clone(), app.token("alice"));
+            let (client, base, token) = (app.client.clone(), app.next_base().to_owned(), app.token("alice"));
             let id = id.clone();
             tokio::spawn(async move {
                 for i in 0..20 {

@@ -5,7 +5,7 @@ use futures::stream;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::both_databases;
+use crate::every_topology;
 use crate::helpers::TestApp;
 
 fn nested(levels: usize) -> Value {
@@ -28,7 +28,7 @@ fn pairs(n: usize) -> Value {
     Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect())
 }
 
-both_databases! {
+every_topology! {
     /// Metadata: 16 pairs, 64-char keys and 512-char values pass; one more of anything → 400.
     async fn metadata_limits_are_enforced(app) {
         app.create_thread("alice", json!({"metadata": pairs(16)})).await;
