@@ -15,7 +15,7 @@ use sqlx::Connection;
 
 use crate::binary::weft_in;
 use crate::both_databases;
-use crate::helpers::{spawn_app, spawn_app_with, Db, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, Db, TestApp, Topology};
 
 /// What a finished `weft` command printed.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ async fn weft(app: &TestApp, args: &[&str]) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = weft_in(dir.path());
     cmd.args(args)
-        .env("WEFT_DATABASE_URL", app.database_url())
+        .envs(database_env(app))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut cmd = tokio::process::Command::from(cmd);
@@ -47,6 +47,16 @@ async fn weft(app: &TestApp, args: &[&str]) -> Ran {
     }
 }
 
+/// The environment that points a `weft` command at `app`'s database the
+/// way the server reaches it (through PgBouncer: no statement cache).
+fn database_env(app: &TestApp) -> [(&'static str, String); 2] {
+    let cache = if app.db == Topology::PgBouncer { "off" } else { "on" };
+    [
+        ("WEFT_DATABASE_URL", app.database_url().to_owned()),
+        ("WEFT_PG_STATEMENT_CACHE", cache.to_owned()),
+    ]
+}
+
 /// A connection of the test's own to the server's database.
 enum Sql {
     Sqlite(sqlx::SqliteConnection),
@@ -55,7 +65,7 @@ enum Sql {
 
 impl Sql {
     async fn open(app: &TestApp) -> Self {
-        let url = app.database_url();
+        let url = app.pg_url.as_deref().unwrap_or_else(|| app.database_url());
         if url.starts_with("sqlite:") {
             let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                 .unwrap()
@@ -395,14 +405,8 @@ async fn the_server_deletes_expired_idempotency_records_in_the_background(db: Db
     assert_eq!(post("young").await.id(), young, "a young key still replays");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_deletes_expired_idempotency_records_in_the_background_sqlite() {
-    the_server_deletes_expired_idempotency_records_in_the_background(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_deletes_expired_idempotency_records_in_the_background_postgres() {
-    the_server_deletes_expired_idempotency_records_in_the_background(Db::Postgres).await;
+mod the_server_deletes_expired_idempotency_records_in_the_background {
+    crate::topology_tests!(super::the_server_deletes_expired_idempotency_records_in_the_background);
 }
 
 /// A retention below the 24 h replay window is refused at start with what
@@ -472,7 +476,7 @@ fn export_peak(app: &TestApp, user: &str) -> (u64, usize, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = weft_in(dir.path())
         .args(["export", "--user", user])
-        .env("WEFT_DATABASE_URL", app.database_url())
+        .envs(database_env(app))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -535,14 +539,6 @@ async fn the_export_of_a_large_user_runs_in_constant_memory(db: Db) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_export_of_a_large_user_runs_in_constant_memory_sqlite() {
-    the_export_of_a_large_user_runs_in_constant_memory(Db::Sqlite).await;
+mod the_export_of_a_large_user_runs_in_constant_memory {
+    crate::topology_tests!(super::the_export_of_a_large_user_runs_in_constant_memory);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_export_of_a_large_user_runs_in_constant_memory_postgres() {
-    the_export_of_a_large_user_runs_in_constant_memory(Db::Postgres).await;
-}
-
-fn _uses(_: &TestApp) {}
