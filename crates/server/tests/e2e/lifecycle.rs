@@ -28,6 +28,11 @@ struct Ran {
 /// Runs `weft ARGS` against `app`'s database (`WEFT_DATABASE_URL`), to
 /// its end, bounded at 120 s.
 async fn weft(app: &TestApp, args: &[&str]) -> Ran {
+    weft_within(app, args, Duration::from_secs(120)).await
+}
+
+/// [`weft`], bounded at `bound`.
+async fn weft_within(app: &TestApp, args: &[&str], bound: Duration) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = weft_in(dir.path());
     cmd.args(args)
@@ -36,9 +41,9 @@ async fn weft(app: &TestApp, args: &[&str]) -> Ran {
         .stderr(Stdio::piped());
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    let out = tokio::time::timeout(bound, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("weft {args:?} did not end within 120 s"))
+        .unwrap_or_else(|_| panic!("weft {args:?} did not end within {bound:?}"))
         .expect("weft runs");
     Ran {
         code: out.status.code(),
@@ -472,7 +477,7 @@ async fn bulk_user(sql: &mut Sql, user: &str, thread: u32, n: u32, chars: usize)
 /// Runs `weft export --user USER` on `app`'s database, reading its output
 /// as it comes (counting lines), and its peak resident memory (VmHWM,
 /// polled every 5 ms) until it ends. Linux only (`/proc`).
-fn export_peak(app: &TestApp, user: &str) -> (u64, usize, u64) {
+fn export_peak(app: &TestApp, user: &str, bound: Duration) -> (u64, usize, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = weft_in(dir.path())
         .args(["export", "--user", user])
@@ -491,7 +496,7 @@ fn export_peak(app: &TestApp, user: &str) -> (u64, usize, u64) {
         (lines, bytes)
     });
     let status = format!("/proc/{}/status", child.id());
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + bound;
     let mut peak_kb = 0u64;
     loop {
         if let Ok(text) = std::fs::read_to_string(&status) {
@@ -508,7 +513,7 @@ fn export_peak(app: &TestApp, user: &str) -> (u64, usize, u64) {
         }
         assert!(
             Instant::now() < deadline,
-            "the export did not end within 120 s"
+            "the export did not end within {bound:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -525,8 +530,9 @@ async fn the_export_of_a_large_user_runs_in_constant_memory(db: Db) {
     let mut sql = Sql::open(&app).await;
     bulk_user(&mut sql, "small", 1, 100, 10_000).await;
     bulk_user(&mut sql, "large", 2, 4_000, 10_000).await;
-    let (small_kb, small_lines, _) = export_peak(&app, "small");
-    let (large_kb, large_lines, large_bytes) = export_peak(&app, "large");
+    let bound = Duration::from_secs(120);
+    let (small_kb, small_lines, _) = export_peak(&app, "small", bound);
+    let (large_kb, large_lines, large_bytes) = export_peak(&app, "large", bound);
     assert_eq!((small_lines, large_lines), (101, 4_001));
     eprintln!(
         "{db:?}: weft export peak RSS {small_kb} kB for 100 messages, {large_kb} kB for 4,000 \
@@ -541,4 +547,70 @@ async fn the_export_of_a_large_user_runs_in_constant_memory(db: Db) {
 
 mod the_export_of_a_large_user_runs_in_constant_memory {
     crate::topology_tests!(super::the_export_of_a_large_user_runs_in_constant_memory);
+}
+
+/// At scale (a measurement, run on demand: `cargo nextest run -p
+/// weft-server -E 'test(/at_scale/)' --run-ignored only --no-capture`;
+/// `WEFT_SCALE_MESSAGES` messages of 170 characters, 100,000 unless set):
+/// `weft export` of the user stays within 16 MB of the peak memory of a
+/// 100-message export, and `weft erase-user` then leaves no row of the
+/// user. Prints the peak memory and the erase time.
+async fn a_user_with_many_messages_is_exported_in_constant_memory_and_erased(db: Db) {
+    let n: u32 = std::env::var("WEFT_SCALE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let app = spawn_app(db).await;
+    let mut sql = Sql::open(&app).await;
+    bulk_user(&mut sql, "small", 1, 100, 170).await;
+    let started = Instant::now();
+    bulk_user(&mut sql, "large", 2, n, 170).await;
+    eprintln!("{db:?}: {n} messages written with SQL in {:?}", started.elapsed());
+    let bound = Duration::from_secs(3_600);
+    let (small_kb, _, _) = export_peak(&app, "small", bound);
+    let started = Instant::now();
+    let (large_kb, lines, bytes) = export_peak(&app, "large", bound);
+    let export_took = started.elapsed();
+    assert_eq!(lines, n as usize + 1);
+    let started = Instant::now();
+    let ran = weft_within(&app, &["erase-user", "--user", "large"], bound).await;
+    let erase_took = started.elapsed();
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(sql.rows_of("large").await, [0, 0, 0, 0], "no row of the user");
+    eprintln!(
+        "{db:?}: weft export of {n} messages ({} MB) in {export_took:?}, peak RSS {large_kb} kB \
+         (100 messages: {small_kb} kB); weft erase-user in {erase_took:?}: {}",
+        bytes / 1_000_000,
+        ran.stdout.trim()
+    );
+    assert!(
+        large_kb < small_kb + 16 * 1024,
+        "peak RSS grew from {small_kb} kB to {large_kb} kB exporting {n} messages"
+    );
+}
+
+mod at_scale {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: minutes of work, run on demand"]
+    async fn sqlite() {
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: minutes of work, run on demand"]
+    async fn postgres() {
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: minutes of work, run on demand"]
+    async fn pgbouncer() {
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::PgBouncer).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: minutes of work, run on demand"]
+    async fn citus() {
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Citus).await;
+    }
 }
