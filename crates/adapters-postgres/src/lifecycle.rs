@@ -685,6 +685,9 @@ mod tests {
                 assert!(!sql.contains("ctid"), "rows named by ctid: {sql}");
             }
         }
-        assert!(statements >= 8, "found only {statements} changing statements");
+        assert!(
+            statements >= 8,
+            "found only {statements} changing statements"
+        );
     }
 }

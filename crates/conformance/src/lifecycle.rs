@@ -651,7 +651,7 @@ pub async fn a_purge_never_holds_a_writer_through_more_than_one_batch(
     const ROWS: u64 = 100_000;
     const BATCH: u32 = 5_000;
     const WRITERS: usize = 4;
-    const PAUSE_MS: u64 = 100;
+    const PAUSE_MS: u64 = 200;
     let f = target.factory();
     let (live, _) = seed_thread(&*f, ALICE, 1).await;
     target

@@ -61,10 +61,10 @@ pub struct BatchArgs {
     #[arg(long, default_value_t = 1_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
-    /// Pause after each batch, in milliseconds. On SQLite, keep it at least
-    /// 100 so that the server's writers (which poll for the write lock up
-    /// to every 100 ms) get in between two batches.
-    #[arg(long, default_value_t = 100)]
+    /// Pause after each batch, in milliseconds. On SQLite, keep it well
+    /// above 100 so that the server's writers (which poll for the write
+    /// lock up to every 100 ms) get in between two batches.
+    #[arg(long, default_value_t = 200)]
     pub pause_ms: u64,
 }
 
@@ -1249,7 +1249,7 @@ mod tests {
         assert!(matches!(
             cli.command,
             Some(Command::Purge(p)) if p.archived_before == Duration::from_secs(30 * 86_400)
-                && p.batches.batch_size == 1_000 && p.batches.pause_ms == 100
+                && p.batches.batch_size == 1_000 && p.batches.pause_ms == 200
         ));
         assert!(Cli::try_parse_from(["weft", "purge"]).is_err());
         assert!(Cli::try_parse_from([

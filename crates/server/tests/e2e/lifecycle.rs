@@ -55,7 +55,11 @@ async fn weft_within(app: &TestApp, args: &[&str], bound: Duration) -> Ran {
 /// The environment that points a `weft` command at `app`'s database the
 /// way the server reaches it (through PgBouncer: no statement cache).
 fn database_env(app: &TestApp) -> [(&'static str, String); 2] {
-    let cache = if app.db == Topology::PgBouncer { "off" } else { "on" };
+    let cache = if app.db == Topology::PgBouncer {
+        "off"
+    } else {
+        "on"
+    };
     [
         ("WEFT_DATABASE_URL", app.database_url().to_owned()),
         ("WEFT_PG_STATEMENT_CACHE", cache.to_owned()),
@@ -565,7 +569,10 @@ async fn a_user_with_many_messages_is_exported_in_constant_memory_and_erased(db:
     bulk_user(&mut sql, "small", 1, 100, 170).await;
     let started = Instant::now();
     bulk_user(&mut sql, "large", 2, n, 170).await;
-    eprintln!("{db:?}: {n} messages written with SQL in {:?}", started.elapsed());
+    eprintln!(
+        "{db:?}: {n} messages written with SQL in {:?}",
+        started.elapsed()
+    );
     let bound = Duration::from_secs(3_600);
     let (small_kb, _, _) = export_peak(&app, "small", bound);
     let started = Instant::now();
@@ -576,7 +583,11 @@ async fn a_user_with_many_messages_is_exported_in_constant_memory_and_erased(db:
     let ran = weft_within(&app, &["erase-user", "--user", "large"], bound).await;
     let erase_took = started.elapsed();
     assert_eq!(ran.code, Some(0), "{ran:?}");
-    assert_eq!(sql.rows_of("large").await, [0, 0, 0, 0], "no row of the user");
+    assert_eq!(
+        sql.rows_of("large").await,
+        [0, 0, 0, 0],
+        "no row of the user"
+    );
     eprintln!(
         "{db:?}: weft export of {n} messages ({} MB) in {export_took:?}, peak RSS {large_kb} kB \
          (100 messages: {small_kb} kB); weft erase-user in {erase_took:?}: {}",
@@ -593,24 +604,36 @@ mod at_scale {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "a measurement: minutes of work, run on demand"]
     async fn sqlite() {
-        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Sqlite).await;
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(
+            super::Db::Sqlite,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "a measurement: minutes of work, run on demand"]
     async fn postgres() {
-        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Postgres).await;
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(
+            super::Db::Postgres,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "a measurement: minutes of work, run on demand"]
     async fn pgbouncer() {
-        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::PgBouncer).await;
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(
+            super::Db::PgBouncer,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "a measurement: minutes of work, run on demand"]
     async fn citus() {
-        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(super::Db::Citus).await;
+        super::a_user_with_many_messages_is_exported_in_constant_memory_and_erased(
+            super::Db::Citus,
+        )
+        .await;
     }
 }
