@@ -13,6 +13,8 @@
 //!   PostgreSQL's `BEGIN` with its per-transaction bounds, the factory.
 //! - `repo`: every repository query.
 //! - `rows`: the column lists (parsed by the shared row types).
+//! - `lifecycle`: the data lifecycle's `Maintenance` port (idempotency
+//!   expiry, purge, erase, export), one owner per transaction.
 //! - `error`: the one mapping from driver errors/SQLSTATEs to
 //!   [`weft_ports::PortError`].
 //!
@@ -35,6 +37,7 @@
 
 mod config;
 mod error;
+mod lifecycle;
 mod migrate;
 mod repo;
 mod rows;

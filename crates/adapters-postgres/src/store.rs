@@ -152,6 +152,12 @@ impl PgStore {
         })
     }
 
+    /// The data lifecycle's maintenance operations on this pool (`lifecycle.rs`).
+    pub fn maintenance(&self) -> Arc<dyn weft_ports::Maintenance> {
+        let (pool, tx) = (self.pool.clone(), Arc::clone(&self.tx));
+        Arc::new(crate::lifecycle::PgMaintenance::new(pool, tx, self.cache))
+    }
+
     /// The same store (same pool) opening read-write units of work at
     /// `isolation` instead of the configured level.
     pub fn with_isolation(&self, isolation: Isolation) -> Self {

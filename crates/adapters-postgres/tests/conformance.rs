@@ -42,6 +42,8 @@ struct PgTarget {
     /// coordinator); the others observe the Citus workers.
     observers: Vec<PgPool>,
     next: Arc<AtomicUsize>,
+    /// How the stores were opened (a second store for the lifecycle cases).
+    cfg: PgConfig,
     _db: TestDatabase,
 }
 
@@ -98,6 +100,7 @@ async fn make_target(topology: Topology) -> PgTarget {
         stores,
         observers,
         next: Arc::new(AtomicUsize::new(0)),
+        cfg,
         _db: db,
     }
 }
@@ -229,11 +232,103 @@ impl ConformanceTarget for PgTarget {
     }
 }
 
+#[async_trait::async_trait]
+impl weft_conformance::lifecycle::LifecycleTarget for PgTarget {
+    fn maintenance(&self) -> Arc<dyn weft_ports::Maintenance> {
+        self.stores[0].maintenance()
+    }
+
+    /// A second store on the same database (through the same PgBouncer or
+    /// Citus coordinator), with its own pool: what `weft purge` run beside
+    /// `weft serve` has.
+    async fn other_process(&self) -> Arc<dyn weft_ports::Maintenance> {
+        PgStore::connect(&self.cfg)
+            .await
+            .expect("second store")
+            .maintenance()
+    }
+
+    async fn rows_of(&self, owner: &str) -> weft_conformance::lifecycle::RowCounts {
+        let mut counts = [0u64; 4];
+        for (n, table) in counts
+            .iter_mut()
+            .zip(["threads", "messages", "idempotency", "owners"])
+        {
+            let c: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE owner = $1"))
+                    .bind(owner)
+                    .fetch_one(&self.observers[0])
+                    .await
+                    .expect("count");
+            *n = u64::try_from(c).expect("a count");
+        }
+        weft_conformance::lifecycle::RowCounts {
+            threads: counts[0],
+            messages: counts[1],
+            idempotency: counts[2],
+            owners: counts[3],
+        }
+    }
+
+    async fn bulk_messages(
+        &self,
+        owner: &str,
+        thread: &weft_domain::ThreadId,
+        n: u64,
+        text: &str,
+        deleted_at: Option<weft_domain::Timestamp>,
+    ) {
+        let newest: String = sqlx::query_scalar(
+            "SELECT newest_message_id FROM threads WHERE owner = $1 AND id = $2",
+        )
+        .bind(owner)
+        .bind(thread.as_str())
+        .fetch_one(&self.observers[0])
+        .await
+        .expect("thread");
+        let newest = weft_domain::MessageId::parse(&newest).ok();
+        let prefix = weft_conformance::lifecycle::bulk_id_prefix(newest.as_ref());
+        let content = weft_conformance::fixtures::content(text).to_stored_json();
+        let n = i64::try_from(n).expect("n");
+        let mut tx = self.observers[0].begin().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO messages (owner, thread_id, id, created_at, role, content, attachments, metadata, deleted_at) \
+             SELECT $1, $2, 'msg_' || $3 || lpad(to_hex(i), 12, '0'), $4, 'user', $5::jsonb, '[]'::jsonb, \
+                    '{}'::jsonb, $6 \
+             FROM generate_series(1::bigint, $7::bigint) AS i",
+        )
+        .bind(owner)
+        .bind(thread.as_str())
+        .bind(&prefix)
+        .bind(weft_conformance::fixtures::NOW.unix_seconds())
+        .bind(&content)
+        .bind(deleted_at.map(|t| t.unix_seconds()))
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .expect("bulk insert");
+        sqlx::query(
+            "UPDATE threads SET newest_message_id = 'msg_' || $3 || lpad(to_hex($4::bigint), 12, '0'), \
+                    message_count = message_count + $5 WHERE owner = $1 AND id = $2",
+        )
+        .bind(owner)
+        .bind(thread.as_str())
+        .bind(&prefix)
+        .bind(n)
+        .bind(if deleted_at.is_some() { 0 } else { n })
+        .execute(&mut *tx)
+        .await
+        .expect("thread sequence");
+        tx.commit().await.expect("commit");
+    }
+}
+
 mod postgres {
     async fn make() -> super::PgTarget {
         super::make_target(super::Topology::Postgres).await
     }
     weft_conformance::conformance_tests!(make);
+    weft_conformance::lifecycle_tests!(make);
 }
 
 mod pgbouncer {
@@ -241,6 +336,7 @@ mod pgbouncer {
         super::make_target(super::Topology::PgBouncer).await
     }
     weft_conformance::conformance_tests!(make);
+    weft_conformance::lifecycle_tests!(make);
 }
 
 mod citus {
@@ -248,4 +344,5 @@ mod citus {
         super::make_target(super::Topology::Citus).await
     }
     weft_conformance::conformance_tests!(make);
+    weft_conformance::lifecycle_tests!(make);
 }

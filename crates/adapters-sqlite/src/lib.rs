@@ -12,6 +12,9 @@
 //! - [`SqliteUnitOfWorkFactory`]: the `UnitOfWorkFactory` port. The unit of
 //!   work itself and the repositories are private (`uow`, `repo`, `rows`).
 //! - `error`: the one place SQLite result codes become `PortError`s.
+//! - `lifecycle`: [`SqliteStore::maintenance`], the data lifecycle's
+//!   `Maintenance` port (idempotency expiry, purge, erase, export), one
+//!   write transaction per batch.
 //!
 //! # Design
 //!
@@ -49,6 +52,7 @@
 
 mod config;
 mod error;
+mod lifecycle;
 mod repo;
 mod rows;
 mod store;

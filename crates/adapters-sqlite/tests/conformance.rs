@@ -196,3 +196,99 @@ async fn make_target() -> SqliteTarget {
 }
 
 weft_conformance::conformance_tests!(make_target);
+
+#[async_trait::async_trait]
+impl weft_conformance::lifecycle::LifecycleTarget for SqliteTarget {
+    fn maintenance(&self) -> Arc<dyn weft_ports::Maintenance> {
+        self.store.maintenance()
+    }
+
+    /// A second store on the same file: its own writer connection, so its
+    /// batches contend for SQLite's write lock as another process's do.
+    async fn other_process(&self) -> Arc<dyn weft_ports::Maintenance> {
+        let cfg = SqliteConfig::new(format!("sqlite://{}", self.path.display()));
+        SqliteStore::connect(&cfg).await.unwrap().maintenance()
+    }
+
+    async fn rows_of(&self, owner: &str) -> weft_conformance::lifecycle::RowCounts {
+        let mut conn = side_connection(&self.path, true).await;
+        let mut counts = [0u64; 4];
+        for (n, table) in counts
+            .iter_mut()
+            .zip(["threads", "messages", "idempotency", "owners"])
+        {
+            let c: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE owner = ?"))
+                    .bind(owner)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            *n = u64::try_from(c).unwrap();
+        }
+        conn.close().await.unwrap();
+        weft_conformance::lifecycle::RowCounts {
+            threads: counts[0],
+            messages: counts[1],
+            idempotency: counts[2],
+            owners: counts[3],
+        }
+    }
+
+    async fn bulk_messages(
+        &self,
+        owner: &str,
+        thread: &ThreadId,
+        n: u64,
+        text: &str,
+        deleted_at: Option<weft_domain::Timestamp>,
+    ) {
+        let mut conn = side_connection(&self.path, false).await;
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let newest: String =
+            sqlx::query_scalar("SELECT newest_message_id FROM threads WHERE owner = ? AND id = ?")
+                .bind(owner)
+                .bind(thread.as_str())
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let newest = MessageId::parse(&newest).ok();
+        let prefix = weft_conformance::lifecycle::bulk_id_prefix(newest.as_ref());
+        let content = weft_conformance::fixtures::content(text).to_stored_json();
+        let n = i64::try_from(n).unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1) \
+             INSERT INTO messages (owner, thread_id, id, created_at, role, content, attachments, metadata, deleted_at) \
+             SELECT ?2, ?3, 'msg_' || ?4 || printf('%012x', i), ?5, 'user', ?6, '[]', '{}', ?7 FROM seq",
+        )
+        .bind(n)
+        .bind(owner)
+        .bind(thread.as_str())
+        .bind(&prefix)
+        .bind(weft_conformance::fixtures::NOW.unix_seconds())
+        .bind(&content)
+        .bind(deleted_at.map(|t| t.unix_seconds()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE threads SET newest_message_id = 'msg_' || ?3 || printf('%012x', ?4), \
+                    message_count = message_count + ?5 WHERE owner = ?1 AND id = ?2",
+        )
+        .bind(owner)
+        .bind(thread.as_str())
+        .bind(&prefix)
+        .bind(n)
+        .bind(if deleted_at.is_some() { 0 } else { n })
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+weft_conformance::lifecycle_tests!(make_target);

@@ -10,6 +10,9 @@
 //! - [`idempotency`]: the one protocol both idempotent creates run
 //!   (replay, create, record), in one order.
 //! - [`AppError`]: the one error type of the use cases.
+//! - [`lifecycle`]: [`lifecycle::Lifecycle`], the data lifecycle's drivers
+//!   (idempotency expiry in the background, purge, erase, export) over the
+//!   `Maintenance` port: bounded batches with pauses between them.
 //! - [`system`]: the production implementations of the clock, id and title
 //!   ports (no I/O beyond reading the system clock).
 //!
@@ -28,6 +31,7 @@
 
 mod error;
 pub mod idempotency;
+pub mod lifecycle;
 mod messages;
 mod rename;
 pub mod system;

@@ -18,6 +18,9 @@
 //! - [`upgrade`]: rows in the first schema, and the check that they read
 //!   back unchanged after the later migrations.
 //! - [`fixtures`]: contexts, ids and sample objects.
+//! - [`lifecycle`]: the data lifecycle's cases (expiry, purge, erase,
+//!   export) over [`lifecycle::LifecycleTarget`], and
+//!   [`lifecycle_tests!`].
 //!
 //! Architecture invariant: this crate depends on `weft-app`, `weft-ports`
 //! and `weft-domain` only (plus tokio/futures to drive concurrency). It
@@ -66,6 +69,7 @@ pub mod app;
 pub mod cancel;
 pub mod cases;
 pub mod fixtures;
+pub mod lifecycle;
 pub mod scripts;
 pub mod upgrade;
 

@@ -3,8 +3,60 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::Timestamp;
+
 /// How long a recorded response is replayed, in seconds (24 h).
 pub const REPLAY_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// How long idempotency records are kept before the server deletes them
+/// (`WEFT_IDEMPOTENCY_RETENTION`, API.md "Configuration"). Never shorter
+/// than the replay window ([`REPLAY_WINDOW_SECS`]): a record is never
+/// deleted while it could still be replayed (API.md "Safety guarantees").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Retention(i64);
+
+/// A retention shorter than the replay window was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "idempotency records must be kept at least 24h: a response is replayed for 24 h \
+     (API.md \"Safety guarantees\") and a record must not be deleted while it could \
+     still be replayed (got {got_secs} s)"
+)]
+pub struct RetentionTooShort {
+    /// The retention asked for, in seconds.
+    pub got_secs: u64,
+}
+
+impl Retention {
+    /// The default: exactly the replay window, 24 h.
+    pub const DEFAULT: Retention = Retention(REPLAY_WINDOW_SECS);
+
+    /// A retention of `secs` seconds.
+    ///
+    /// # Errors
+    /// [`RetentionTooShort`] below [`REPLAY_WINDOW_SECS`].
+    pub fn from_secs(secs: u64) -> Result<Self, RetentionTooShort> {
+        match i64::try_from(secs) {
+            Ok(s) if s >= REPLAY_WINDOW_SECS => Ok(Self(s)),
+            Ok(_) => Err(RetentionTooShort { got_secs: secs }),
+            // Longer than any clock can count: keep records for as long as that allows.
+            Err(_) => Ok(Self(i64::MAX)),
+        }
+    }
+
+    /// The retention in seconds.
+    pub fn secs(self) -> i64 {
+        self.0
+    }
+
+    /// At `now`, records created strictly before this instant are past
+    /// their retention and may be deleted. None of them can still be
+    /// replayed: replay needs `created_at >= now - 24 h`, and this is at
+    /// or before that.
+    pub fn expired_before(self, now: Timestamp) -> Timestamp {
+        now.minus_seconds(self.0)
+    }
+}
 
 /// An idempotency key broke its syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,7 +214,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_retention_below_the_replay_window_is_refused() {
+        assert_eq!(Retention::from_secs(86_400).unwrap(), Retention::DEFAULT);
+        assert_eq!(
+            Retention::from_secs(86_399),
+            Err(RetentionTooShort { got_secs: 86_399 })
+        );
+        assert!(Retention::from_secs(90 * 60)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 24h"));
+        assert_eq!(Retention::from_secs(u64::MAX).unwrap().secs(), i64::MAX);
+    }
+
     proptest! {
+        /// A record past its retention can never be replayed any more: the
+        /// replay check (`created_at >= now - window`) and the expiry
+        /// (`created_at < expired_before(now)`) never both hold.
+        #[test]
+        fn no_record_is_expired_while_it_could_be_replayed(
+            extra in 0u64..10_000_000,
+            now in 0i64..4_000_000_000,
+            created_at in 0i64..4_000_000_000,
+        ) {
+            let retention = Retention::from_secs(86_400 + extra).unwrap();
+            let now = Timestamp::from_unix_seconds(now);
+            let replayable = created_at >= now.minus_seconds(REPLAY_WINDOW_SECS).unix_seconds();
+            let expired = created_at < retention.expired_before(now).unix_seconds();
+            prop_assert!(!(replayable && expired));
+        }
+
         #[test]
         fn keys_parse_iff_visible_ascii(s in ".{0,300}") {
             let ok = !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (33..=126).contains(&b));

@@ -32,7 +32,7 @@ pub mod title;
 pub use content::{
     Content, ContentInput, ContentPart, ContentPartInput, ImageDetail, ImageFilePart, ImageUrlPart,
 };
-pub use idempotency::{IdempotencyKey, RequestFingerprint, StoredResponse};
+pub use idempotency::{IdempotencyKey, RequestFingerprint, Retention, StoredResponse};
 pub use ids::{IdError, MessageId, RequestId, ThreadId, UserId};
 pub use json::{Attachments, JsonError, ToolResources};
 pub use list::{ListError, ListParams, Order, Page, PageLimit, PagePlan};

@@ -5,7 +5,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use weft_ports::{Mode, TxObserver, TxOutcome};
+use weft_ports::{ExpiryObserver, Mode, TxObserver, TxOutcome};
 
 /// A snapshot of the connection pool, read on every scrape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +29,7 @@ pub struct Metrics {
     pool_waiting: IntGauge,
     titles: IntCounterVec,
     title_latency: HistogramVec,
+    idempotency_expired: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +104,11 @@ impl Metrics {
             .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0]),
             &["outcome"],
         )?;
+        let idempotency_expired = IntCounter::new(
+            "idempotency_records_expired_total",
+            "Idempotency records deleted by the background expiry (older than \
+             WEFT_IDEMPOTENCY_RETENTION, never inside the 24 h replay window)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(cancelled.clone()))?;
@@ -112,6 +118,7 @@ impl Metrics {
         registry.register(Box::new(pool_waiting.clone()))?;
         registry.register(Box::new(titles.clone()))?;
         registry.register(Box::new(title_latency.clone()))?;
+        registry.register(Box::new(idempotency_expired.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -123,6 +130,7 @@ impl Metrics {
             pool_waiting,
             titles,
             title_latency,
+            idempotency_expired,
         })
     }
 
@@ -168,6 +176,11 @@ impl Metrics {
         self.pool_waiting.clone()
     }
 
+    /// How many idempotency records the background expiry deleted so far.
+    pub fn idempotency_expired_count(&self) -> u64 {
+        self.idempotency_expired.get()
+    }
+
     /// How many requests were cancelled so far.
     pub fn cancelled_count(&self) -> u64 {
         self.cancelled.get()
@@ -202,6 +215,12 @@ impl TxObserver for Metrics {
             TxOutcome::CommitUnknown => "commit_unknown",
         };
         self.transactions.with_label_values(&[mode, outcome]).inc();
+    }
+}
+
+impl ExpiryObserver for Metrics {
+    fn expired(&self, records: u64) {
+        self.idempotency_expired.inc_by(records);
     }
 }
 
@@ -277,6 +296,7 @@ mod tests {
         m.observe(Mode::ReadWrite, TxOutcome::Committed);
         m.observe_title_generation("timeout", 3.0);
         m.observe_title_generation("made-up", 0.1);
+        m.expired(3);
         let text = m.render(PoolSnapshot { size: 3, idle: 2 });
         for name in [
             "weft_http_requests_total",
@@ -289,6 +309,7 @@ mod tests {
             "weft_title_generations_total{outcome=\"timeout\"} 1",
             "weft_title_generations_total{outcome=\"other\"} 1",
             "weft_title_generation_duration_seconds_bucket{outcome=\"timeout\",le=\"3\"} 1",
+            "weft_idempotency_records_expired_total 3",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

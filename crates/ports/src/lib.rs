@@ -7,6 +7,8 @@
 //! - [`uow`]: the unit of work, its factory and the repositories reachable
 //!   only through it.
 //! - [`services`]: clock, id source and title generator.
+//! - [`lifecycle`]: [`Maintenance`], the data lifecycle's bounded batches
+//!   (idempotency expiry, purge, erase, export), outside any request.
 //! - `mocks` (feature `mocks`): mockall mocks of every port.
 //!
 //! Architecture invariant: this crate holds traits and plain data only. It
@@ -16,6 +18,7 @@
 
 pub mod context;
 pub mod error;
+pub mod lifecycle;
 #[cfg(feature = "mocks")]
 pub mod mocks;
 pub mod services;
@@ -23,6 +26,7 @@ pub mod uow;
 
 pub use context::RequestContext;
 pub use error::PortError;
+pub use lifecycle::{Erased, ExpiryObserver, ExportReader, Exported, Maintenance, Purged};
 pub use services::{
     Clock, IdSource, NoopObserver, TitleError, TitleGenerator, TxObserver, TxOutcome,
 };

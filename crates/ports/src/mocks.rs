@@ -8,12 +8,14 @@ use weft_domain::{
     IdempotencyKey, ListParams, Message, MessageId, Page, Thread, ThreadId, Timestamp,
 };
 
+use crate::lifecycle::{ExportReader, Exported};
 use crate::uow::{
     Appended, IdempotencyRecord, IdempotencyRepository, MessageRepository, Mode, ThreadRepository,
     UnitOfWork,
 };
 use crate::PortError;
 
+pub use crate::lifecycle::MockMaintenance;
 pub use crate::services::{MockClock, MockIdSource, MockTitleGenerator};
 pub use crate::uow::MockUnitOfWorkFactory;
 
@@ -56,5 +58,16 @@ mockall::mock! {
         fn mode(&self) -> Mode;
         async fn commit(self: Box<Self>) -> Result<(), PortError>;
         async fn rollback(self: Box<Self>) -> Result<(), PortError>;
+    }
+}
+
+mockall::mock! {
+    /// An open export whose batches and ending are expectations.
+    pub ExportReader {}
+
+    #[async_trait]
+    impl ExportReader for ExportReader {
+        async fn next_batch(&mut self) -> Result<Vec<Exported>, PortError>;
+        async fn finish(self: Box<Self>) -> Result<(), PortError>;
     }
 }

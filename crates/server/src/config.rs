@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use weft_adapters_titles::{ApiKey, ModelConfig, Url};
+use weft_app::lifecycle::BatchPolicy;
+use weft_domain::Retention;
 use weft_http::auth::{parse_ttl, ClaimRules, JwtSecret, MIN_SECRET_BYTES};
 use weft_http::body::BodyConfig;
 
@@ -39,6 +41,143 @@ pub enum Command {
     Token(TokenArgs),
     /// Apply pending migrations and exit.
     Migrate(DatabaseArgs),
+    /// Physically delete threads and messages deleted through the API more
+    /// than DURATION ago, in bounded batches; safe while `weft serve` runs.
+    Purge(PurgeArgs),
+    /// Write a user's live threads, each followed by its messages, as JSON
+    /// lines to stdout (the API's object shapes), from one snapshot.
+    Export(ExportArgs),
+    /// Delete every row of a user (threads, messages, archived rows,
+    /// idempotency records) in bounded batches; idempotent.
+    EraseUser(EraseArgs),
+    /// Copy the live SQLite database to a new file (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
+}
+
+/// How maintenance commands cut their work into batches.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Most rows of one kind each batch (one short transaction) changes.
+    #[arg(long, default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Pause after each batch, in milliseconds. On SQLite, keep it well
+    /// above 100 so that the server's writers (which poll for the write
+    /// lock up to every 100 ms) get in between two batches.
+    #[arg(long, default_value_t = 200)]
+    pub pause_ms: u64,
+}
+
+impl BatchArgs {
+    /// The batch policy these flags ask for.
+    pub fn policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            batch_size: self.batch_size,
+            pause: Duration::from_millis(self.pause_ms),
+            ..BatchPolicy::default()
+        }
+    }
+}
+
+/// Settings of `weft purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// Purge what was deleted through the API more than this long ago:
+    /// `30d`, `24h`, `90m`, `45s` (`0s`: everything deleted so far).
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub archived_before: Duration,
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Batching.
+    #[command(flatten)]
+    pub batches: BatchArgs,
+}
+
+/// Settings of `weft export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The user id whose data to write (exactly as in the tokens' `sub`).
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Settings of `weft erase-user`.
+#[derive(Debug, Clone, Args)]
+pub struct EraseArgs {
+    /// The user id whose rows to delete (exactly as in the tokens' `sub`).
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Batching.
+    #[command(flatten)]
+    pub batches: BatchArgs,
+}
+
+/// Settings of `weft backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The new file to write (never overwritten).
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// A duration such as `30d`, `24h`, `90m` or `45s` (a bare number is
+/// seconds), zero allowed: how far back a maintenance command reaches.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    match s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) {
+        digits if !digits.is_empty() && digits.bytes().all(|b| b == b'0') => {
+            // "0s", "0d": parse_ttl refuses zero, which is a valid age.
+            parse_ttl(&format!("1{}", &s.trim()[digits.len()..])).map(|_| Duration::ZERO)
+        }
+        _ => parse_ttl(s),
+    }
+}
+
+/// `WEFT_IDEMPOTENCY_RETENTION`: a duration (`30d`, `24h`, `36h`; a bare
+/// number is seconds) of at least 24 h.
+///
+/// # Errors
+/// A message naming the accepted forms, or why a shorter one is refused.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    let d = parse_ttl(s)?;
+    Retention::from_secs(d.as_secs()).map_err(|e| e.to_string())
+}
+
+/// How often the server sweeps expired idempotency records.
+pub const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The server's background data lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleSettings {
+    /// How long idempotency records are kept (`WEFT_IDEMPOTENCY_RETENTION`).
+    pub idempotency_retention: Retention,
+    /// Time between two expiry sweeps.
+    pub sweep_every: Duration,
+    /// Batching of the expiry.
+    pub batches: BatchPolicy,
+}
+
+impl Default for LifecycleSettings {
+    /// 24 h retention, a sweep a minute, default batches.
+    fn default() -> Self {
+        Self {
+            idempotency_retention: Retention::DEFAULT,
+            sweep_every: IDEMPOTENCY_SWEEP_EVERY,
+            batches: BatchPolicy::default(),
+        }
+    }
 }
 
 /// Where the data lives, and the secret that signs tokens.
@@ -177,6 +316,12 @@ pub struct ServeArgs {
     /// WEFT_MAX_BODY_BYTES.
     #[arg(long, env = "WEFT_MAX_INFLIGHT_BODY_BYTES", default_value_t = weft_http::body::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
     pub max_inflight_body_bytes: usize,
+    /// How long idempotency records are kept before the server deletes
+    /// them in the background: `24h` (the default and the least: a
+    /// response is replayed for 24 h), `30d`, `36h`.
+    #[arg(long, env = "WEFT_IDEMPOTENCY_RETENTION", default_value = "24h",
+          value_name = "DURATION", value_parser = parse_retention)]
+    pub idempotency_retention: Retention,
     /// The language model that names threads on `auto_rename`.
     #[command(flatten)]
     pub titles: TitleArgs,
@@ -743,6 +888,8 @@ pub struct Settings {
     /// The language model that names threads, if configured (else titles
     /// are derived from the first user message).
     pub titles: Option<ModelConfig>,
+    /// The background data lifecycle (idempotency expiry).
+    pub lifecycle: LifecycleSettings,
     /// Claims rules and the identity provider's keys.
     pub tokens: TokenSettings,
     /// Bounds on each HTTP connection.
@@ -1074,6 +1221,49 @@ mod tests {
     }
 
     #[test]
+    fn the_idempotency_retention_is_a_duration_of_at_least_24h() {
+        let cli = Cli::try_parse_from(["weft"]).unwrap();
+        assert_eq!(cli.serve.idempotency_retention, Retention::DEFAULT);
+        let cli = Cli::try_parse_from(["weft", "--idempotency-retention", "30d"]).unwrap();
+        assert_eq!(cli.serve.idempotency_retention.secs(), 30 * 86_400);
+        assert_eq!(parse_retention("36h").unwrap().secs(), 36 * 3600);
+        let err = Cli::try_parse_from(["weft", "--idempotency-retention", "90m"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 24h"), "{err}");
+        assert!(err.contains("replayed"), "{err}");
+        assert!(parse_retention("1y").is_err());
+    }
+
+    #[test]
+    fn a_purge_age_may_be_zero_and_takes_the_same_units() {
+        assert_eq!(parse_age("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_age("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_age("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_age("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_age("00d").unwrap(), Duration::ZERO);
+        assert!(parse_age("0y").is_err());
+        assert!(parse_age("x").is_err());
+        assert!(parse_age("").is_err());
+        let cli = Cli::try_parse_from(["weft", "purge", "--archived-before", "30d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Purge(p)) if p.archived_before == Duration::from_secs(30 * 86_400)
+                && p.batches.batch_size == 1_000 && p.batches.pause_ms == 200
+        ));
+        assert!(Cli::try_parse_from(["weft", "purge"]).is_err());
+        assert!(Cli::try_parse_from([
+            "weft",
+            "purge",
+            "--archived-before",
+            "1d",
+            "--batch-size",
+            "0"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn the_cli_defaults_to_serve_with_the_documented_defaults() {
         let cli = Cli::try_parse_from(["weft"]).unwrap();
         assert!(cli.command.is_none());
@@ -1187,6 +1377,10 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             body,
             titles,
+            lifecycle: LifecycleSettings {
+                idempotency_retention: self.idempotency_retention,
+                ..LifecycleSettings::default()
+            },
             tokens: TokenSettings {
                 rules: self.claims.rules(),
                 jwks,

@@ -4,6 +4,9 @@
 //!
 //! Layout:
 //! - [`config`]: the `weft` command line / `WEFT_*` settings, the JWT secret file.
+//! - [`lifecycle`]: the data lifecycle commands' wiring (`weft purge`,
+//!   `export`, `erase-user`, `backup`): opening an existing database, the
+//!   export's JSON lines, the backup file.
 //! - [`invocation`]: how this binary was started (`cargo run` or a path),
 //!   so hints print a command that works.
 //! - [`store`]: the storage adapter choice — the only module naming one.
@@ -27,6 +30,7 @@
 pub mod config;
 pub mod invocation;
 pub mod jwks;
+pub mod lifecycle;
 pub mod serve;
 pub mod startup;
 pub mod store;

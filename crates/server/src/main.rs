@@ -1,24 +1,32 @@
 //! The `weft` binary: telemetry, configuration, then the composition root.
-//! `weft serve` (the default), `weft token --user ID`, `weft migrate`.
+//! `weft serve` (the default), `weft token --user ID`, `weft migrate`, and
+//! the data lifecycle (API.md "Data lifecycle"): `weft purge
+//! --archived-before DURATION`, `weft export --user ID`, `weft erase-user
+//! --user ID`, `weft backup --to PATH`.
 //!
 //! A failure is a user's problem to fix, not a crash: it is reported as one
 //! line naming its cause (through the log, so `WEFT_LOG_FORMAT=json` gets a
 //! JSON line; on stderr for `weft token`), never as a panic or a backtrace,
 //! and the exit status is 1 (2 for a command line clap refuses).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use weft_app::lifecycle::BatchPolicy;
 use weft_domain::UserId;
 use weft_http::auth::TokenKeys;
 use weft_server::config::{
-    find_secret, Cli, Command, DatabaseArgs, DatabaseUrl, LogFormat, SecretSource, ServeArgs,
-    TokenArgs,
+    find_secret, BackupArgs, Cli, Command, DatabaseArgs, DatabaseUrl, EraseArgs, ExportArgs,
+    LogFormat, PurgeArgs, SecretSource, ServeArgs, TokenArgs,
 };
 use weft_server::invocation::Invocation;
+use weft_server::lifecycle::{
+    backup_sqlite, human_duration, lifecycle, open_existing, pg_dump_hint, write_json_line,
+};
 use weft_server::startup::StopSignals;
 use weft_server::store::Store;
 use weft_server::{telemetry, Application};
@@ -44,6 +52,10 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => (Report::Log, serve(*args, &program).await),
         Some(Command::Token(args)) => (Report::Stderr, token(args, &program)),
         Some(Command::Migrate(args)) => (Report::Log, migrate(args).await),
+        Some(Command::Purge(args)) => (Report::Log, purge(args).await),
+        Some(Command::Export(args)) => (Report::Log, export(args).await),
+        Some(Command::EraseUser(args)) => (Report::Log, erase_user(args).await),
+        Some(Command::Backup(args)) => (Report::Log, backup(args).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,5 +193,124 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     store.migrate().await?;
     store.close().await;
     tracing::info!(database = %database.describe(), "migrations applied");
+    Ok(())
+}
+
+/// How often a long maintenance command says how far it got (on stderr).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A line on stderr every [`PROGRESS_EVERY`] while batches run.
+fn progress(what: &'static str) -> impl FnMut(&weft_app::lifecycle::BatchReport) + Send {
+    let mut rows = 0u64;
+    let mut last = Instant::now();
+    move |batch| {
+        rows = rows.saturating_add(batch.rows);
+        if last.elapsed() >= PROGRESS_EVERY {
+            last = Instant::now();
+            eprintln!("{what}: {rows} rows so far");
+        }
+    }
+}
+
+/// Prints a command's result: the one output of a maintenance command.
+#[allow(clippy::print_stdout)]
+fn say(text: &str) {
+    println!("{text}");
+}
+
+async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    install_logs("warn", LogFormat::Text)?;
+    let (store, database) = open_existing(&args.database).await?;
+    let policy = args.batches.policy();
+    let result = lifecycle(&store, policy)
+        .purge(args.archived_before, &mut progress("purge"))
+        .await;
+    store.close().await;
+    let r =
+        result.context("the purge stopped (what it purged stays purged; run it again to go on)")?;
+    say(&format!(
+        "purged {} threads and {} messages deleted through the API more than {} ago \
+         (before {} Unix time) from {}, in {} batches of at most {} rows (longest {} ms)",
+        r.threads,
+        r.messages,
+        human_duration(args.archived_before),
+        r.deleted_before.unix_seconds(),
+        database.describe(),
+        r.batches,
+        policy.batch_size,
+        r.longest_batch.as_millis()
+    ));
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    install_logs("warn", LogFormat::Text)?;
+    let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
+    let (store, database) = open_existing(&args.database).await?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let result = lifecycle(&store, BatchPolicy::default())
+        .export_user(&user, &mut |item| write_json_line(&mut out, item))
+        .await;
+    let flushed = out.flush();
+    store.close().await;
+    let r = result.context("the export stopped")?;
+    flushed.context("writing the export to stdout")?;
+    // stdout holds the export alone; the summary goes to stderr.
+    eprintln!(
+        "exported {} threads and {} messages of user '{}' from {}",
+        r.threads,
+        r.messages,
+        user.as_str(),
+        database.describe()
+    );
+    Ok(())
+}
+
+async fn erase_user(args: EraseArgs) -> anyhow::Result<()> {
+    install_logs("warn", LogFormat::Text)?;
+    let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
+    let (store, database) = open_existing(&args.database).await?;
+    let result = lifecycle(&store, args.batches.policy())
+        .erase_user(&user, &mut progress("erase-user"))
+        .await;
+    store.close().await;
+    let r = result
+        .context("the erase stopped (what it deleted stays deleted; run it again to finish)")?;
+    let sequence = if r.owner_rows > 0 {
+        ", and its thread sequence"
+    } else {
+        ""
+    };
+    say(&format!(
+        "erased user '{}' from {}: {} threads, {} messages, {} idempotency records{sequence} \
+         ({} batches); nothing of the user is left",
+        user.as_str(),
+        database.describe(),
+        r.threads,
+        r.messages,
+        r.idempotency_records,
+        r.batches
+    ));
+    Ok(())
+}
+
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    install_logs("warn", LogFormat::Text)?;
+    let database = DatabaseUrl::parse(&args.database.database_url)?;
+    if let DatabaseUrl::Postgres { url } = &database {
+        say(&pg_dump_hint(url));
+        return Ok(());
+    }
+    let (store, _) = open_existing(&args.database).await?;
+    let result = backup_sqlite(&store, &args.to).await;
+    store.close().await;
+    let to = result.context("the backup failed")?;
+    say(&format!(
+        "backed up {} to {} (one self-contained file: copy it anywhere; \
+         `WEFT_DATABASE_URL=sqlite://{} weft serve` opens it)",
+        database.describe(),
+        to.display(),
+        to.display()
+    ));
     Ok(())
 }

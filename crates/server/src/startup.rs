@@ -16,6 +16,7 @@ use poem::Response;
 use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use weft_adapters_titles::ModelTitlesError;
+use weft_app::lifecycle::Lifecycle;
 use weft_app::system::{SystemClock, V7Ids};
 use weft_app::{App, AppConfig, Deps};
 use weft_http::auth::TokenKeys;
@@ -26,7 +27,7 @@ use weft_http::routes::{routes, HttpConfig};
 use weft_http::shield::Shield;
 use weft_ports::{Mode, PortError, RequestContext, TitleGenerator, UnitOfWork, UnitOfWorkFactory};
 
-use crate::config::Settings;
+use crate::config::{LifecycleSettings, Settings};
 use crate::serve::{serve, ConnectionLimits};
 use crate::store::{Store, StoreError};
 
@@ -71,6 +72,8 @@ pub struct Application {
     metrics: Metrics,
     shield: Shield,
     shutdown_timeout: Duration,
+    lifecycle: Lifecycle,
+    lifecycle_settings: LifecycleSettings,
     limits: ConnectionLimits,
     jwks: Option<(Arc<Jwks>, Duration)>,
 }
@@ -138,6 +141,12 @@ impl Application {
             },
         );
 
+        let lifecycle = Lifecycle::new(
+            store.maintenance(),
+            Arc::new(SystemClock),
+            settings.lifecycle.batches,
+        );
+
         let shield = Shield::default();
         let routes = routes(HttpConfig {
             app,
@@ -167,6 +176,8 @@ impl Application {
             metrics,
             shield,
             shutdown_timeout: settings.shutdown_timeout,
+            lifecycle,
+            lifecycle_settings: settings.lifecycle,
             limits: settings.connections,
             jwks: jwks.map(|j| (j, settings.tokens.jwks_refresh)),
         })
@@ -216,9 +227,13 @@ impl Application {
 
     /// Serves until `signal` resolves; then stops accepting, lets in-flight
     /// requests finish within the shutdown timeout (connections that only
-    /// wait for their client are closed sooner), and closes the pool (which
-    /// waits for every connection to come back). While serving, the
-    /// identity provider's keys are refreshed on their schedule.
+    /// wait for their client are closed sooner), stops the background
+    /// idempotency expiry, and closes the pool (which waits for every
+    /// connection to come back). While serving, the identity provider's
+    /// keys are refreshed on their schedule, and idempotency records older
+    /// than `WEFT_IDEMPOTENCY_RETENTION` are deleted in the background (a
+    /// sweep at start, then every minute; bounded batches, counted in
+    /// `weft_idempotency_records_expired_total`).
     ///
     /// # Errors
     /// An I/O error of the listener.
@@ -231,8 +246,24 @@ impl Application {
             shutdown_timeout,
             limits,
             jwks,
+            lifecycle,
+            lifecycle_settings,
+            metrics,
             ..
         } = self;
+        let (stop_expiry, expiry_stopped) = tokio::sync::oneshot::channel::<()>();
+        let expiry = tokio::spawn(async move {
+            lifecycle
+                .run_idempotency_expiry(
+                    lifecycle_settings.idempotency_retention,
+                    lifecycle_settings.sweep_every,
+                    &metrics,
+                    async move {
+                        let _ = expiry_stopped.await;
+                    },
+                )
+                .await;
+        });
         let refresher =
             jwks.map(|(jwks, every)| tokio::spawn(crate::jwks::refresh_every(jwks, every)));
         let served = serve(listener, routes, limits, signal, shutdown_timeout).await;
@@ -247,6 +278,14 @@ impl Application {
                 running = shield.running(),
                 "use cases still running at shutdown"
             );
+        }
+        // The expiry ends at once (a batch in flight rolls back whole).
+        let _ = stop_expiry.send(());
+        if tokio::time::timeout(shutdown_timeout, expiry)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the idempotency expiry did not stop in time");
         }
         tracing::info!("server stopped; closing the database pool");
         // close() waits for every connection to come back, bounded so a stuck

@@ -16,7 +16,7 @@ use weft_adapters_sqlite::{SqliteConfig, SqliteStore};
 use weft_adapters_sqlx::PoolStats;
 use weft_http::metrics::PoolSnapshot;
 use weft_ports::error::BoxError;
-use weft_ports::UnitOfWorkFactory;
+use weft_ports::{Maintenance, UnitOfWorkFactory};
 
 use crate::config::{DatabaseUrl, Settings};
 
@@ -24,7 +24,7 @@ use crate::config::{DatabaseUrl, Settings};
 pub use weft_adapters_sqlx::StoreError as AdapterError;
 
 /// What the server needs of a storage adapter beyond the ports: start-up,
-/// readiness, pool numbers, shutdown.
+/// readiness, pool numbers, the data lifecycle, backups, shutdown.
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Applies pending migrations.
@@ -35,6 +35,11 @@ pub trait Backend: Send + Sync {
     fn pool_stats(&self) -> PoolStats;
     /// The unit-of-work factory the app runs on.
     fn factory(&self) -> Arc<dyn UnitOfWorkFactory>;
+    /// The data lifecycle's maintenance operations (sharing the pools).
+    fn maintenance(&self) -> Arc<dyn Maintenance>;
+    /// Writes a consistent copy of the live database to the new file `to`
+    /// (API.md "Data lifecycle": `weft backup`), where the database can.
+    async fn backup_to(&self, to: &Path) -> Result<(), AdapterError>;
     /// Closes the pool(s), waiting until every connection in use is returned.
     async fn close(&self);
 }
@@ -52,6 +57,12 @@ impl Backend for SqliteStore {
     }
     fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
         SqliteStore::factory(self)
+    }
+    fn maintenance(&self) -> Arc<dyn Maintenance> {
+        SqliteStore::maintenance(self)
+    }
+    async fn backup_to(&self, to: &Path) -> Result<(), AdapterError> {
+        SqliteStore::backup_to(self, to).await
     }
     async fn close(&self) {
         SqliteStore::close(self).await;
@@ -71,6 +82,17 @@ impl Backend for PgStore {
     }
     fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
         PgStore::factory(self)
+    }
+    fn maintenance(&self) -> Arc<dyn Maintenance> {
+        PgStore::maintenance(self)
+    }
+    /// A server's backup is `pg_dump`'s job (`weft backup` says so before
+    /// ever connecting); a copy through one connection would be neither
+    /// consistent with the server's own tools nor restorable by them.
+    async fn backup_to(&self, _to: &Path) -> Result<(), AdapterError> {
+        Err(AdapterError::Config(
+            "a PostgreSQL database is backed up with pg_dump".to_owned(),
+        ))
     }
     async fn close(&self) {
         PgStore::close(self).await;
@@ -205,6 +227,20 @@ impl Store {
     /// The unit-of-work factory the app runs on.
     pub fn factory(&self) -> Arc<dyn UnitOfWorkFactory> {
         self.backend.factory()
+    }
+
+    /// The data lifecycle's maintenance operations on this database.
+    pub fn maintenance(&self) -> Arc<dyn Maintenance> {
+        self.backend.maintenance()
+    }
+
+    /// Writes a consistent copy of the live database to the new file `to`
+    /// (SQLite; `weft backup`).
+    ///
+    /// # Errors
+    /// The adapter's refusal (`to` exists, PostgreSQL) or failure.
+    pub async fn backup_to(&self, to: &Path) -> Result<(), AdapterError> {
+        self.backend.backup_to(to).await
     }
 
     /// Whether the database answers and every migration is applied; the

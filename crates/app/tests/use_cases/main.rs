@@ -7,6 +7,7 @@
 //! - `threads`, `messages`: each use case's calls, arguments and results.
 //! - `retry`: retried on a transient conflict only, bounded, observed.
 //! - `idempotency`: replay, key reuse, the duplicate claim race, the window.
+//! - `lifecycle`: the data lifecycle's drivers on a mocked `Maintenance`.
 //! - `rename`: auto-rename's two units of work and the generator outside both.
 //! - `support`: fixtures, the harness and the use-case driver.
 
@@ -15,6 +16,7 @@
 
 mod every_use_case;
 mod idempotency;
+mod lifecycle;
 mod messages;
 mod rename;
 mod retry;

@@ -13,7 +13,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 /// `weft` in `dir` with none of the test runner's `WEFT_*` settings and
 /// without the variables `cargo` sets for a program it runs (so the binary
 /// sees itself started directly, as an installed `weft` is).
-fn weft_in(dir: &std::path::Path) -> Command {
+pub(crate) fn weft_in(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(WEFT);
     cmd.current_dir(dir).stdin(Stdio::null());
     for (k, _) in std::env::vars_os() {

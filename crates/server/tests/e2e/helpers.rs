@@ -161,6 +161,7 @@ async fn spawn(
         request_timeout: Duration::from_secs(30),
         body: weft_http::body::BodyConfig::default(),
         titles: None,
+        lifecycle: weft_server::config::LifecycleSettings::default(),
         tokens: TokenSettings::default(),
         connections: ConnectionLimits::default(),
     };
@@ -533,6 +534,12 @@ impl TestApp {
                     .expect("server ran cleanly");
             }
         }
+    }
+
+    /// The database URL the server runs on (for the `weft` maintenance
+    /// commands and direct table checks).
+    pub fn database_url(&self) -> &str {
+        self.settings.database.as_str()
     }
 
     /// Stops every instance and starts as many new ones on the same

@@ -25,6 +25,7 @@ mod faults;
 mod headers;
 mod idempotency;
 mod isolation;
+mod lifecycle;
 mod load;
 mod objects;
 mod ops;
