@@ -72,7 +72,11 @@ impl Activity {
             waiting_bodies: AtomicUsize::new(0),
             last_progress: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
-            head_started: AtomicU64::new(NONE),
+            // The first request's head is due from the moment the
+            // connection is open (API.md: headers within 10 s), so a
+            // connection that never sends a byte is closed by the header
+            // bound, not kept for the idle one.
+            head_started: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -473,6 +477,12 @@ mod tests {
     async fn an_idle_connection_gets_the_idle_bound_and_a_started_head_the_header_bound() {
         let a = Arc::new(Activity::new());
         let l = limits();
+        // A new connection owes its first head from the start.
+        assert_eq!(a.verdict(0, &l, false), Ok(10_000));
+        assert_eq!(a.verdict(10_000, &l, false), Err(Verdict::HeaderTimeout));
+        // Between requests it is idle.
+        drop(a.request_started(false));
+        a.idle_since.store(0, Ordering::Release);
         assert_eq!(a.verdict(0, &l, false), Ok(60_000));
         assert_eq!(a.verdict(60_000, &l, false), Err(Verdict::Idle));
         a.head_started.store(5_000, Ordering::Release);

@@ -13,7 +13,9 @@
 //!
 //! Per connection ([`activity`]):
 //! - request headers must be complete within `header_timeout` (10 s) of
-//!   their first byte, else the connection is closed;
+//!   their first byte (the first request's: of the connection's opening,
+//!   so a connection that sends nothing is closed at 10 s too), else the
+//!   connection is closed;
 //! - a connection with no request in flight is closed after `idle_timeout`
 //!   (60 s) — for HTTP/1 keep-alive and HTTP/2 alike;
 //! - a request whose response the client stops reading for `idle_timeout`
@@ -65,7 +67,8 @@ pub use accept::raise_open_file_limit;
 /// the documented values; tests lower them to observe them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Request headers must be complete this long after their first byte.
+    /// Request headers must be complete this long after their first byte
+    /// (a new connection's first request: after the connection opened).
     pub header_timeout: Duration,
     /// A connection with no request in flight is closed after this long;
     /// so is one whose client stopped reading its response.
