@@ -104,6 +104,28 @@ pg_cpu_ticks() { # DATA_DIR…
   echo "$total"
 }
 
+# Live children of the clusters' postmasters (backends and workers).
+pg_children() { # DATA_DIR…
+  local n=0 d pid
+  for d in "$@"; do
+    pid=$(pg_pid "$d")
+    n=$(( n + $(wc -w <"/proc/$pid/task/$pid/children" 2>/dev/null || echo 0) ))
+  done
+  echo "$n"
+}
+
+# Waits (at most 5 s) until the clusters have no more live children than
+# BEFORE: a client's backends exit with it, and their CPU reaches the
+# postmaster's cutime/cstime only once it has reaped them.
+pg_wait_reaped() { # BEFORE DATA_DIR…
+  local before=$1 _
+  shift
+  for _ in $(seq 1 50); do
+    (( $(pg_children "$@") <= before )) && return 0
+    sleep 0.1
+  done
+}
+
 # utime + stime of one live process, in ticks (0 if it is gone).
 proc_ticks() {
   awk '{s=$0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12]+f[13]}' "/proc/$1/stat" 2>/dev/null || echo 0

@@ -233,11 +233,15 @@ run_pgbench() {
   esac
   mkdir -p "$dir"
   l0=$(loadavg)
+  local n0
+  n0=$(pg_children ${SYS_CLUSTERS[$label]})
   p0=$(pg_cpu_ticks ${SYS_CLUSTERS[$label]})
   out=$(cd "$dir" && timeout "$CAP" /usr/bin/time -f '%U %S' -o "$dir/cpu" \
     "$PGBIN/pgbench" -n -M "${SYS_PGBMODE[$label]}" -c "$C" -j "$(( C < 2 ? C : 2 ))" -T "$SECS" "${files[@]}" \
     -D now="$(date +%s)" -D content="${SYS_CONTENT[$label]}" -D att="${SYS_ATT[$label]}" -D mmeta="${SYS_MMETA[$label]}" \
     -l --log-prefix=tx -h 127.0.0.1 -p "${SYS_PGBPORT[$label]}" -U postgres "${SYS_DB[$label]}" 2>&1) || rc=$?
+  # pgbench's backends exit with it: count their CPU once reaped.
+  pg_wait_reaped "$n0" ${SYS_CLUSTERS[$label]}
   p1=$(pg_cpu_ticks ${SYS_CLUSTERS[$label]})
   l1=$(loadavg)
   echo "$out" >"$dir/out"
