@@ -3,8 +3,8 @@
 # nothing about time). Does a request cost the same on 20× (or 100×) the data?
 # docs/BENCHMARKS.md ("Growth") explains the method and holds the results.
 #
-#   scripts/bench-growth.sh                          # 1× vs 20×, 3 rounds (~5 min on 2 shared cores)
-#   GROWTH_SCALE=100 scripts/bench-growth.sh         # 1× vs 100×: 10^4 vs 10^6 messages in a thread (the issue's goal; ~20 min)
+#   scripts/bench-growth.sh                          # 1× vs 20×, 3 rounds (~3 min on 2 shared cores; ~5 with a baseline)
+#   GROWTH_SCALE=100 scripts/bench-growth.sh         # 1× vs 100×: 10^4 vs 10^6 messages in a thread (the issue's goal; ~10–20 min)
 #   GROWTH_SCALE=5 GROWTH_ROUNDS=1 GROWTH_REQUESTS=50 scripts/bench-growth.sh   # smoke run
 #   BENCH_BASELINE=../bench-base/target/release/weft scripts/bench-growth.sh   # + an older build
 #
@@ -143,7 +143,7 @@ EOF
 SYSTEMS=()
 # setup LABEL BINARY SCALE
 setup() {
-  local label=$1 bin=$2 s=$3 db="growth_$1"
+  local label=$1 bin=$2 s=$3 db="growth_${1,,}"
   printf -v "WEFT_BIN_$label" '%s' "$bin"
   psql_at "$PORT" postgres -c "CREATE DATABASE $db"
   weft_start "$label" "$bin" "postgres://postgres@127.0.0.1:$PORT/$db"
@@ -227,7 +227,8 @@ for p in "${PAIRS[@]}"; do
       (map(select(.sys == $a))) as $x | (map(select(.sys == $b))) as $y |
       [.[0].name, ($x | map(.p50_ms) | med | f), ($x | map(.p50_ms) | min | f), ($x | map(.p50_ms) | max | f),
        ($y | map(.p50_ms) | med | f), ($y | map(.p50_ms) | min | f), ($y | map(.p50_ms) | max | f),
-       (if ($x | map(.p50_ms) | med) then (($y | map(.p50_ms) | med) / ($x | map(.p50_ms) | med) * 100 | round / 100 | tostring) else "-" end),
+       (($x | map(.p50_ms) | med) as $a | ($y | map(.p50_ms) | med) as $b |
+        if $a != null and $b != null and $a > 0 then ($b / $a * 100 | round / 100 | tostring) else "-" end),
        (($x + $y) | map(.errors) | add)]) | .[] | @tsv' "$RESULTS" |
     awk -F'\t' '{printf "%-26s | %7s [%s-%s] | %7s [%s-%s] | %6s | %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
   jq -rs --arg p "$p" 'map(select(.check == "delete" and (.sys | startswith($p)))) | .[] |
