@@ -2,33 +2,54 @@
 //! not a test: it prints numbers and asserts nothing about time).
 //!
 //! ```sh
-//! cargo run --release -p weft-http --example loadgen -- \
-//!     --base-url http://127.0.0.1:8080 --token "$TOKEN" \
-//!     --mode create --concurrency 8 --requests 3000
+//! cargo run --release -p weft-server --example loadgen -- \
+//!     --base-url http://127.0.0.1:8080 --targets targets.tsv \
+//!     --mode mixed --concurrency 64 --duration-secs 20
 //! ```
 //!
-//! Setup (not timed): one thread per worker (or `--threads K` ≤ workers,
-//! shared round-robin: `--threads 1` makes every request contend on one thread
-//! row), then a warm-up that opens the HTTP and database connections.
-//! Timed: exactly `--requests` requests spread over `--concurrency`
-//! workers, each worker sending its next request when the previous
-//! answered. Modes: `create` (POST a small text message), `list` (GET the
-//! thread's newest 20 messages), `get` (GET the thread), `health` (GET
-//! `/healthz`: the HTTP floor, no token check and no database).
+//! Where the requests go:
+//! - `--targets FILE`: data loaded beforehand (by SQL or by `--mode
+//!   populate`). Each line is `TOKEN<TAB>THREAD_ID`, a thread and a token of
+//!   its owner. Every request picks a line at random (a random user's own
+//!   thread), except `delete`, which takes the lines in order, each once.
+//! - `--token T` (repeatable) without `--targets`: one thread per worker
+//!   is created first (untimed), worker i using token i mod n; `--threads K`
+//!   shares K threads round-robin (`--threads 1`: one hot row). A `list`
+//!   run then fills each thread past one page, untimed.
 //!
-//! Everything is bounded: at most 256 workers, 100,000 requests, and a
-//! wall-clock cap (`--max-secs`, at most 600) on the whole run (setup
+//! Modes: `create` (POST a small text message), `list` (GET a page of the
+//! thread's messages, `--limit`, `--order`), `get` (GET the thread),
+//! `threads` (GET a page of the owner's threads), `rename` (POST
+//! `auto_rename`), `delete` (DELETE the thread), `mixed` (each request
+//! create, list or get at random, weighted by `--mix`, 70/20/10 by
+//! default), `health` (GET `/healthz`: the HTTP floor, no token check and
+//! no database), and `populate` (create `--users` × `--threads-per-user`
+//! threads of `--messages-per-thread` messages through the API, one token
+//! per user from `--token`, and write the targets file `--targets-out`).
+//!
+//! A run: an untimed warm-up (`--warmup` requests, default 4 per worker and
+//! at least 50; `delete` warms up with `get`, so it deletes nothing
+//! twice), then the timed part: `--duration-secs` of load, or exactly
+//! `--requests` requests, whichever ends first, each of `--concurrency`
+//! workers sending its next request when the previous one answered.
+//!
+//! Everything is bounded: at most 256 workers, 10,000,000 requests, and a
+//! wall-clock cap (`--max-secs`, at most 900) on the whole run (setup
 //! included); a run cut by the cap prints `"timed_out":true` without
 //! numbers and exits with status 1, as does a run with failed requests.
 //!
-//! Output: one JSON line on stdout with throughput and latency
-//! percentiles (client-side, from sending the request to reading the
-//! whole response body).
+//! Output: one JSON line on stdout with throughput, latency percentiles
+//! (client-side, from sending the request to reading the whole response
+//! body), per-kind counts and latencies for `mixed`, and the CPU time this
+//! process used during the timed part (`client_cpu_ms`, from
+//! `/proc/self/stat`), so a harness can split CPU per request between the
+//! client, the server and the database.
 
 // An example's panic is its error report: a failed setup step stops the
 // run loudly. Its one line of stdout is its interface.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,19 +58,62 @@ use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
 const MAX_CONCURRENCY: usize = 256;
-const MAX_REQUESTS: usize = 100_000;
-const MAX_SECS: u64 = 600;
+const MAX_REQUESTS: usize = 10_000_000;
+const MAX_SECS: u64 = 900;
+const MAX_POPULATE: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// POST /v1/threads/{id}/messages with a small text message.
     Create,
-    /// GET /v1/threads/{id}/messages?limit=20 (a thread holding 20+ messages).
+    /// GET /v1/threads/{id}/messages?limit=L&order=O.
     List,
     /// GET /v1/threads/{id}.
     Get,
+    /// GET /v1/threads?limit=L&order=O (the owner's threads).
+    Threads,
+    /// POST /v1/threads/{id}/auto_rename.
+    Rename,
+    /// DELETE /v1/threads/{id} (each target once, in file order).
+    Delete,
+    /// create / list / get at random, weighted by --mix.
+    Mixed,
     /// GET /healthz: the HTTP floor (no token check, no database).
     Health,
+    /// Create users × threads × messages through the API; write --targets-out.
+    Populate,
+}
+
+/// A single request kind (what `mixed` draws from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Create,
+    List,
+    Get,
+    Threads,
+    Rename,
+    Delete,
+    Health,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Create => "create",
+            Kind::List => "list",
+            Kind::Get => "get",
+            Kind::Threads => "threads",
+            Kind::Rename => "rename",
+            Kind::Delete => "delete",
+            Kind::Health => "health",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListOrder {
+    Asc,
+    Desc,
 }
 
 /// Bounded load against a running Weft.
@@ -58,33 +122,65 @@ struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080 (loopback expected).
     #[arg(long)]
     base_url: String,
-    /// Bearer token; repeat to spread workers over several users (worker i uses token i mod n).
-    #[arg(long = "token", required = true)]
+    /// Targets file: `TOKEN<TAB>THREAD_ID` per line (loaded data).
+    #[arg(long)]
+    targets: Option<std::path::PathBuf>,
+    /// Bearer token (repeatable): without --targets, threads are created
+    /// for these users; with --mode populate, one user per token.
+    #[arg(long = "token")]
     tokens: Vec<String>,
+    /// A file of bearer tokens, one per line (added to --token).
+    #[arg(long)]
+    tokens_file: Option<std::path::PathBuf>,
     /// What each request does.
     #[arg(long, value_enum, default_value = "create")]
     mode: Mode,
+    /// Weights of create/list/get in `mixed`, e.g. 70/20/10.
+    #[arg(long, default_value = "70/20/10")]
+    mix: String,
+    /// Page size of `list` and `threads` (1–100).
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Order of `list` and `threads`.
+    #[arg(long, value_enum, default_value = "desc")]
+    order: ListOrder,
     /// Concurrent workers (1–256).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Timed requests in all (1–100,000).
-    #[arg(long, default_value_t = 3000)]
-    requests: usize,
-    /// Threads to spread the requests over (default: one per worker).
+    /// Timed requests at most (1–10,000,000); the run ends earlier when
+    /// --duration-secs is reached.
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Length of the timed part, in seconds (default: until --requests).
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// Without --targets: threads to spread the requests over (default: one per worker).
     #[arg(long)]
     threads: Option<usize>,
     /// Untimed warm-up requests (default: 4 per worker, at least 50).
     #[arg(long)]
     warmup: Option<usize>,
-    /// Hard cap on the whole run, in seconds (at most 600).
+    /// Hard cap on the whole run, in seconds (at most 900).
     #[arg(long, default_value_t = 120)]
     max_secs: u64,
     /// A free-form label copied into the output line.
     #[arg(long, default_value = "")]
     label: String,
+    /// populate: users (one per token, the first N tokens).
+    #[arg(long, default_value_t = 1)]
+    users: usize,
+    /// populate: threads per user.
+    #[arg(long, default_value_t = 10)]
+    threads_per_user: usize,
+    /// populate: messages per thread.
+    #[arg(long, default_value_t = 20)]
+    messages_per_thread: usize,
+    /// populate: where to write the targets file.
+    #[arg(long)]
+    targets_out: Option<std::path::PathBuf>,
 }
 
-/// One worker's view: which thread, with which token.
+/// A thread and a token of its owner.
 #[derive(Clone)]
 struct Target {
     token: String,
@@ -94,28 +190,39 @@ struct Target {
 struct Shared {
     client: reqwest::Client,
     base: String,
-    mode: Mode,
     targets: Vec<Target>,
     body: Value,
+    limit: u32,
+    order: &'static str,
 }
 
 impl Shared {
-    /// Sends one request of the run's mode for `target`; returns its status
-    /// (0 for a transport error).
-    async fn one(&self, target: &Target) -> u16 {
-        let t = &target.thread_id;
-        let req = match self.mode {
-            Mode::Create => self
+    /// Sends one request of `kind` for `target`; returns its status (0 for
+    /// a transport error).
+    async fn one(&self, kind: Kind, target: &Target) -> u16 {
+        let (b, t, l, o) = (&self.base, &target.thread_id, self.limit, self.order);
+        let req = match kind {
+            Kind::Create => self
                 .client
-                .post(format!("{}/v1/threads/{t}/messages", self.base))
+                .post(format!("{b}/v1/threads/{t}/messages"))
                 .json(&self.body),
-            Mode::List => self
+            Kind::List => self
                 .client
-                .get(format!("{}/v1/threads/{t}/messages?limit=20", self.base)),
-            Mode::Get => self.client.get(format!("{}/v1/threads/{t}", self.base)),
-            Mode::Health => self.client.get(format!("{}/healthz", self.base)),
+                .get(format!("{b}/v1/threads/{t}/messages?limit={l}&order={o}")),
+            Kind::Get => self.client.get(format!("{b}/v1/threads/{t}")),
+            Kind::Threads => self
+                .client
+                .get(format!("{b}/v1/threads?limit={l}&order={o}")),
+            Kind::Rename => self.client.post(format!("{b}/v1/threads/{t}/auto_rename")),
+            Kind::Delete => self.client.delete(format!("{b}/v1/threads/{t}")),
+            Kind::Health => self.client.get(format!("{b}/healthz")),
         };
-        match req.bearer_auth(&target.token).send().await {
+        let req = if kind == Kind::Health {
+            req
+        } else {
+            req.bearer_auth(&target.token)
+        };
+        match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 // Read the whole body: the response is not served until then.
@@ -127,6 +234,139 @@ impl Shared {
             Err(_) => 0,
         }
     }
+}
+
+/// How a run picks each request's kind and target.
+#[derive(Clone, Copy)]
+enum Plan {
+    /// One kind, a random target each time.
+    Random(Kind),
+    /// Targets in order (request n → target n), each once.
+    Sequential(Kind),
+    /// create/list/get by cumulative weights (out of the last one).
+    Mixed([u32; 3]),
+    /// Worker w always uses target w mod n (threads created per worker).
+    PerWorker(Kind),
+}
+
+impl Plan {
+    fn pick(self, worker: usize, n: usize, targets: usize) -> (Kind, usize) {
+        match self {
+            Plan::Random(k) => (k, fastrand::usize(..targets)),
+            Plan::Sequential(k) => (k, n % targets),
+            Plan::PerWorker(k) => (k, worker % targets),
+            Plan::Mixed([c, l, total]) => {
+                let r = fastrand::u32(..total);
+                let kind = if r < c {
+                    Kind::Create
+                } else if r < l {
+                    Kind::List
+                } else {
+                    Kind::Get
+                };
+                (kind, fastrand::usize(..targets))
+            }
+        }
+    }
+}
+
+/// What one run measured.
+struct Outcome {
+    /// (kind, latency) of each successful request.
+    lat: Vec<(Kind, Duration)>,
+    /// Statuses of the failed ones (0: transport error).
+    failed: Vec<u16>,
+    took: Duration,
+}
+
+/// Runs requests over `concurrency` workers until `count` were sent or
+/// `until` passed.
+async fn run(
+    shared: Arc<Shared>,
+    plan: Plan,
+    concurrency: usize,
+    count: usize,
+    until: Option<Instant>,
+) -> Outcome {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let (shared, next, failures) = (shared.clone(), next.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count || until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
+                let (kind, i) = plan.pick(w, n, shared.targets.len());
+                let t0 = Instant::now();
+                let status = shared.one(kind, &shared.targets[i]).await;
+                let took = t0.elapsed();
+                if (200..300).contains(&status) {
+                    lat.push((kind, took));
+                } else {
+                    failures.lock().expect("failures lock").push(status);
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.expect("worker task"));
+    }
+    let took = started.elapsed();
+    let failed = std::mem::take(&mut *failures.lock().expect("failures lock"));
+    Outcome { lat, failed, took }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Latency summary of sorted durations (milliseconds).
+fn summary(sorted: &[Duration], secs: f64) -> Value {
+    let ok = sorted.len();
+    let mean = if ok == 0 {
+        f64::NAN
+    } else {
+        sorted.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / ok as f64
+    };
+    json!({
+        "ok": ok,
+        "rps": round3(ok as f64 / secs),
+        "mean_ms": round3(mean),
+        "p50_ms": round3(percentile(sorted, 50.0)),
+        "p95_ms": round3(percentile(sorted, 95.0)),
+        "p99_ms": round3(percentile(sorted, 99.0)),
+        "max_ms": round3(sorted.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)),
+    })
+}
+
+/// CPU time (user + system) this process has used, in milliseconds, from
+/// `/proc/self/stat` (fields 14 and 15, in clock ticks of 1/100 s: Linux's
+/// USER_HZ on every architecture Weft targets). None off Linux.
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields resume after ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10.0)
 }
 
 async fn create_thread(client: &reqwest::Client, base: &str, token: &str) -> String {
@@ -146,56 +386,101 @@ async fn create_thread(client: &reqwest::Client, base: &str, token: &str) -> Str
         .to_owned()
 }
 
-/// Runs `count` requests over `concurrency` workers; returns the latencies
-/// of the successful ones, the failed statuses, and the wall time.
-async fn run(
-    shared: Arc<Shared>,
-    concurrency: usize,
-    count: usize,
-) -> (Vec<Duration>, Vec<u16>, Duration) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(concurrency);
-    for w in 0..concurrency {
-        let (shared, next, failures) = (shared.clone(), next.clone(), failures.clone());
-        workers.push(tokio::spawn(async move {
-            let target = shared.targets[w % shared.targets.len()].clone();
-            let mut lat = Vec::with_capacity(count / concurrency + 1);
-            while next.fetch_add(1, Ordering::Relaxed) < count {
-                let t0 = Instant::now();
-                let status = shared.one(&target).await;
-                let took = t0.elapsed();
-                if (200..300).contains(&status) {
-                    lat.push(took);
-                } else {
-                    failures.lock().expect("failures lock").push(status);
-                }
+fn read_targets(path: &std::path::Path) -> Vec<Target> {
+    let text = std::fs::read_to_string(path).expect("the targets file is readable");
+    let targets: Vec<Target> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (token, thread_id) = l
+                .split_once('\t')
+                .expect("each targets line is TOKEN<TAB>THREAD_ID");
+            Target {
+                token: token.trim().to_owned(),
+                thread_id: thread_id.trim().to_owned(),
             }
-            lat
+        })
+        .collect();
+    assert!(!targets.is_empty(), "the targets file has no line");
+    targets
+}
+
+fn parse_mix(mix: &str) -> [u32; 3] {
+    let w: Vec<u32> = mix
+        .split('/')
+        .map(|x| x.trim().parse().expect("--mix is three integers: C/L/G"))
+        .collect();
+    assert!(
+        w.len() == 3 && w.iter().sum::<u32>() > 0,
+        "--mix is three integers: C/L/G"
+    );
+    [w[0], w[0] + w[1], w[0] + w[1] + w[2]]
+}
+
+/// `--mode populate`: users × threads × messages through the API, one
+/// worker per user at most `concurrency`; returns the targets.
+async fn populate(
+    shared: &Shared,
+    tokens: &[String],
+    args: &Args,
+    deadline: Instant,
+) -> Vec<Target> {
+    assert!(
+        args.users >= 1 && args.users <= tokens.len(),
+        "--users must be 1..=the number of tokens"
+    );
+    assert!(
+        args.users * args.threads_per_user * (args.messages_per_thread + 1) <= MAX_POPULATE,
+        "populate creates at most {MAX_POPULATE} objects"
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let jobs: Vec<(usize, usize)> = (0..args.users)
+        .flat_map(|u| (0..args.threads_per_user).map(move |t| (u, t)))
+        .collect();
+    let jobs = Arc::new(jobs);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.min(jobs.len()).max(1) {
+        let (next, jobs, out) = (next.clone(), jobs.clone(), out.clone());
+        let client = shared.client.clone();
+        let base = shared.base.clone();
+        let body = shared.body.clone();
+        let tokens = tokens.to_vec();
+        let per_thread = args.messages_per_thread;
+        workers.push(tokio::spawn(async move {
+            loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(u, _)) = jobs.get(j) else { break };
+                let token = tokens[u].clone();
+                let thread_id = create_thread(&client, &base, &token).await;
+                for _ in 0..per_thread {
+                    let resp = client
+                        .post(format!("{base}/v1/threads/{thread_id}/messages"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("POST a message reached the server");
+                    let status = resp.status();
+                    assert!(status.is_success(), "creating a message: {status}");
+                }
+                out.lock()
+                    .expect("targets lock")
+                    .push((j, Target { token, thread_id }));
+            }
         }));
     }
-    let mut all = Vec::with_capacity(count);
-    for w in workers {
-        all.extend(w.await.expect("worker task"));
-    }
-    let took = started.elapsed();
-    let failed = std::mem::take(&mut *failures.lock().expect("failures lock"));
-    (all, failed, took)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    let all = async {
+        for w in workers {
+            w.await.expect("populate worker");
+        }
+    };
+    tokio::time::timeout_at(deadline.into(), all)
+        .await
+        .expect("populate finished within --max-secs");
+    let mut targets = std::mem::take(&mut *out.lock().expect("targets lock"));
+    targets.sort_by_key(|(j, _)| *j);
+    targets.into_iter().map(|(_, t)| t).collect()
 }
 
 #[tokio::main]
@@ -205,26 +490,39 @@ async fn main() {
         (1..=MAX_CONCURRENCY).contains(&args.concurrency),
         "--concurrency must be 1..={MAX_CONCURRENCY}"
     );
+    let count = args.requests.unwrap_or(MAX_REQUESTS);
     assert!(
-        (1..=MAX_REQUESTS).contains(&args.requests),
+        (1..=MAX_REQUESTS).contains(&count),
         "--requests must be 1..={MAX_REQUESTS}"
     );
     assert!(
         (1..=MAX_SECS).contains(&args.max_secs),
         "--max-secs must be 1..={MAX_SECS}"
     );
-    // More threads than workers would leave some idle.
-    let threads = args
-        .threads
-        .unwrap_or(args.concurrency)
-        .clamp(1, args.concurrency);
-    let warmup = args
-        .warmup
-        .unwrap_or((4 * args.concurrency).max(50))
-        .min(MAX_REQUESTS);
+    assert!(
+        args.requests.is_some() || args.duration_secs.is_some() || args.mode == Mode::Populate,
+        "give --requests, --duration-secs or both"
+    );
+    if let Some(d) = args.duration_secs {
+        assert!(
+            d > 0.0 && d < args.max_secs as f64,
+            "--duration-secs must be above 0 and below --max-secs"
+        );
+    }
+    assert!((1..=100).contains(&args.limit), "--limit must be 1..=100");
     let base = args.base_url.trim_end_matches('/').to_owned();
     let cap = Duration::from_secs(args.max_secs);
     let deadline = Instant::now() + cap;
+    let mut tokens = args.tokens.clone();
+    if let Some(path) = &args.tokens_file {
+        let text = std::fs::read_to_string(path).expect("the tokens file is readable");
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(MAX_CONCURRENCY)
@@ -232,91 +530,177 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .expect("an HTTP client");
-
     let body = json!({"role": "user", "content": "How much did the GPUs cost last month?"});
-    let mut targets = Vec::with_capacity(threads);
-    for i in 0..threads {
-        let token = args.tokens[i % args.tokens.len()].clone();
-        let thread_id =
-            tokio::time::timeout_at(deadline.into(), create_thread(&client, &base, &token))
-                .await
-                .expect("setup finished within --max-secs");
-        targets.push(Target { token, thread_id });
-    }
-    // Worker w uses target w mod threads (its token is the one that owns it).
-    let shared = Arc::new(Shared {
+    let order = match args.order {
+        ListOrder::Asc => "asc",
+        ListOrder::Desc => "desc",
+    };
+    let mut shared = Shared {
         client,
         base,
-        mode: args.mode,
-        targets: targets.clone(),
-        body: body.clone(),
-    });
+        targets: Vec::new(),
+        body,
+        limit: args.limit,
+        order,
+    };
 
-    let whole = async {
-        if args.mode == Mode::List {
+    if args.mode == Mode::Populate {
+        let out = args
+            .targets_out
+            .clone()
+            .expect("--mode populate needs --targets-out");
+        let started = Instant::now();
+        let targets = populate(&shared, &tokens, &args, deadline).await;
+        let text: String = targets
+            .iter()
+            .map(|t| format!("{}\t{}\n", t.token, t.thread_id))
+            .collect();
+        std::fs::write(&out, text).expect("the targets file is writable");
+        let line = json!({
+            "label": args.label, "mode": "populate", "users": args.users,
+            "threads": targets.len(), "messages": targets.len() * args.messages_per_thread,
+            "secs": round3(started.elapsed().as_secs_f64()),
+        });
+        println!("{line}");
+        return;
+    }
+
+    let kind = match args.mode {
+        Mode::Create | Mode::Mixed => Kind::Create,
+        Mode::List => Kind::List,
+        Mode::Get => Kind::Get,
+        Mode::Threads => Kind::Threads,
+        Mode::Rename => Kind::Rename,
+        Mode::Delete => Kind::Delete,
+        Mode::Health => Kind::Health,
+        Mode::Populate => unreachable!("handled above"),
+    };
+    let (plan, warm_plan) = if let Some(path) = &args.targets {
+        shared.targets = read_targets(path);
+        match args.mode {
+            Mode::Mixed => {
+                let p = Plan::Mixed(parse_mix(&args.mix));
+                (p, p)
+            }
+            Mode::Delete => (Plan::Sequential(Kind::Delete), Plan::Random(Kind::Get)),
+            _ => (Plan::Random(kind), Plan::Random(kind)),
+        }
+    } else {
+        assert!(
+            !tokens.is_empty(),
+            "give --targets, or --token to create threads"
+        );
+        // More threads than workers would leave some idle.
+        let threads = args
+            .threads
+            .unwrap_or(args.concurrency)
+            .clamp(1, args.concurrency);
+        for i in 0..threads {
+            let token = tokens[i % tokens.len()].clone();
+            let thread_id = tokio::time::timeout_at(
+                deadline.into(),
+                create_thread(&shared.client, &shared.base, &token),
+            )
+            .await
+            .expect("setup finished within --max-secs");
+            shared.targets.push(Target { token, thread_id });
+        }
+        if matches!(args.mode, Mode::List | Mode::Mixed) {
             // Fill every thread past one page, untimed.
-            let filler = Shared {
-                mode: Mode::Create,
-                ..clone_shared(&shared)
-            };
-            for target in &filler.targets {
-                for _ in 0..21 {
-                    let status = filler.one(target).await;
+            for target in &shared.targets {
+                for _ in 0..=args.limit {
+                    let status = shared.one(Kind::Create, target).await;
                     assert!((200..300).contains(&status), "filling a thread: {status}");
                 }
             }
         }
-        let (_, warm_failed, _) = run(shared.clone(), args.concurrency, warmup).await;
-        assert!(
-            warm_failed.is_empty(),
-            "warm-up requests failed with statuses {:?}",
-            &warm_failed[..warm_failed.len().min(10)]
-        );
-        run(shared.clone(), args.concurrency, args.requests).await
+        match args.mode {
+            Mode::Mixed => {
+                let p = Plan::Mixed(parse_mix(&args.mix));
+                (p, p)
+            }
+            Mode::Delete => (Plan::Sequential(Kind::Delete), Plan::PerWorker(Kind::Get)),
+            _ => (Plan::PerWorker(kind), Plan::PerWorker(kind)),
+        }
     };
-    let (mut lat, failed, took, timed_out) =
-        match tokio::time::timeout_at(deadline.into(), whole).await {
-            Ok((lat, failed, took)) => (lat, failed, took, false),
-            Err(_) => (Vec::new(), Vec::new(), cap, true),
-        };
-    lat.sort_unstable();
-    let ok = lat.len();
-    let mut statuses: Vec<u16> = failed.clone();
+    if args.mode == Mode::Delete {
+        assert!(
+            count <= shared.targets.len(),
+            "--mode delete deletes each target once: --requests ≤ targets"
+        );
+    }
+    let warmup = args
+        .warmup
+        .unwrap_or((4 * args.concurrency).max(50))
+        .min(MAX_REQUESTS);
+    let shared = Arc::new(shared);
+
+    let whole = async {
+        if warmup > 0 {
+            let warm = run(shared.clone(), warm_plan, args.concurrency, warmup, None).await;
+            assert!(
+                warm.failed.is_empty(),
+                "warm-up requests failed with statuses {:?}",
+                &warm.failed[..warm.failed.len().min(10)]
+            );
+        }
+        let cpu0 = cpu_ms();
+        let until = args
+            .duration_secs
+            .map(|d| Instant::now() + Duration::from_secs_f64(d));
+        let out = run(shared.clone(), plan, args.concurrency, count, until).await;
+        let cpu = cpu_ms().zip(cpu0).map(|(b, a)| b - a);
+        (out, cpu)
+    };
+    let (out, cpu, timed_out) = match tokio::time::timeout_at(deadline.into(), whole).await {
+        Ok((out, cpu)) => (out, cpu, false),
+        Err(_) => (
+            Outcome {
+                lat: Vec::new(),
+                failed: Vec::new(),
+                took: cap,
+            },
+            None,
+            true,
+        ),
+    };
+    let secs = out.took.as_secs_f64();
+    let mut all: Vec<Duration> = out.lat.iter().map(|(_, d)| *d).collect();
+    all.sort_unstable();
+    let mut per_kind: BTreeMap<Kind, Vec<Duration>> = BTreeMap::new();
+    for (k, d) in &out.lat {
+        per_kind.entry(*k).or_default().push(*d);
+    }
+    let kinds: serde_json::Map<String, Value> = per_kind
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_unstable();
+            (k.name().to_owned(), summary(&v, secs))
+        })
+        .collect();
+    let mut statuses: Vec<u16> = out.failed.clone();
     statuses.sort_unstable();
     statuses.dedup();
-    let secs = took.as_secs_f64();
-    let line = json!({
+    let mut line = summary(&all, secs);
+    let obj = line.as_object_mut().expect("summary is an object");
+    let extra = json!({
         "label": args.label,
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "concurrency": args.concurrency,
-        "threads": threads,
-        "users": args.tokens.len().min(threads),
-        "requests": args.requests,
+        "targets": shared.targets.len(),
         "warmup": warmup,
-        "ok": ok,
-        "errors": failed.len(),
+        "errors": out.failed.len(),
         "error_statuses": statuses,
         "secs": round3(secs),
-        "rps": round3(ok as f64 / secs),
-        "mean_ms": round3(if ok == 0 { f64::NAN } else { lat.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / ok as f64 }),
-        "p50_ms": round3(percentile(&lat, 50.0)),
-        "p95_ms": round3(percentile(&lat, 95.0)),
-        "p99_ms": round3(percentile(&lat, 99.0)),
-        "max_ms": round3(lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)),
+        "client_cpu_ms": cpu.map(round3),
+        "kinds": kinds,
         "timed_out": timed_out,
     });
-    println!("{line}");
-    if timed_out || !failed.is_empty() {
-        std::process::exit(1);
+    for (k, v) in extra.as_object().expect("an object") {
+        obj.insert(k.clone(), v.clone());
     }
-}
-
-fn clone_shared(s: &Shared) -> Shared {
-    Shared {
-        client: s.client.clone(),
-        base: s.base.clone(),
-        mode: s.mode,
-        targets: s.targets.clone(),
-        body: s.body.clone(),
+    println!("{line}");
+    if timed_out || !out.failed.is_empty() {
+        std::process::exit(1);
     }
 }
