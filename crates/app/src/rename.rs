@@ -99,6 +99,11 @@ impl App {
 
     async fn generate_title(&self, ctx: &RequestContext, first: &Message) -> weft_domain::Title {
         let text = first.content.plain_text();
+        if text.trim().is_empty() {
+            // Nothing to name the thread by (e.g. only image parts): a model
+            // asked with an empty turn could only invent a title.
+            return derive_title(&text);
+        }
         match tokio::time::timeout(self.config.title_timeout, self.deps.titles.generate(&text))
             .await
         {

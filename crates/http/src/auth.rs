@@ -386,6 +386,18 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
         tracing::error!("token keys missing from the request data");
         return Err(ApiError::internal().into());
     };
+    // Two `Authorization` headers are ambiguous (which one speaks for the
+    // caller?): refused, like a repeated `Idempotency-Key`, rather than
+    // resolved by order.
+    if req
+        .headers()
+        .get_all(poem::http::header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ApiError::unauthorized(REFUSED).into());
+    }
     keys.verify(&bearer.token).await.map_err(|e| {
         tracing::debug!(reason = %e, "token refused");
         match e {

@@ -170,6 +170,13 @@ async fn serve(args: ServeArgs, program: &Invocation) -> anyhow::Result<()> {
 fn token(args: TokenArgs, program: &Invocation) -> anyhow::Result<()> {
     let database = DatabaseUrl::parse(&args.database_url)?;
     let secret = find_secret(&args.secret, &database, &program.serve())?;
+    // The server refuses a `sub` holding control characters (it would be
+    // unsafe in a log line), so such a token is refused here instead of
+    // printed and then rejected with 401.
+    anyhow::ensure!(
+        weft_http::auth::is_safe_subject(&args.user),
+        "--user must be 1 to 128 characters, none a control character"
+    );
     let user = UserId::parse(&args.user).context("--user must be 1 to 128 characters")?;
     let token = TokenKeys::configured(&secret, args.claims.rules(), None).mint(&user, args.ttl)?;
     // The one place Weft prints to stdout: the token is the command's output.

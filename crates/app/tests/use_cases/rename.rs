@@ -200,6 +200,33 @@ async fn auto_rename_gives_the_generator_the_plain_text_of_all_parts() {
     assert_eq!(h.title_calls(), vec!["part one\npart two".to_owned()]);
 }
 
+/// A first user message with no text (only an image) gives the model
+/// nothing to name: it is not asked, and the derived title is written.
+#[tokio::test]
+async fn auto_rename_of_an_image_only_message_never_asks_the_generator() {
+    let mut h = Harness::new();
+    h.titles(|_| Ok(title("invented by the model")));
+    let mut first = first_message();
+    first.content = Content::parse(ContentInput::Parts(vec![ContentPartInput::ImageUrl {
+        url: "https://example.com/cat.png".into(),
+        detail: None,
+    }]))
+    .unwrap();
+    let derived = derive_title("");
+    let (f1, f2) = (first.clone(), first.clone());
+    let want = titled(thread(1), derived.as_str(), now());
+    h.uow(Mode::ReadOnly, End::Commit, move |u| {
+        read(u, thread(1), Some(f1))
+    });
+    h.uow(Mode::ReadWrite, End::Commit, move |u| {
+        write(u, thread(1), f2, want)
+    });
+    let app = h.app();
+    let renamed = app.auto_rename(&h.ctx, thread_id(1)).await.unwrap();
+    assert_eq!(renamed.title, Some(derived));
+    assert!(h.title_calls().is_empty(), "{:?}", h.title_calls());
+}
+
 /// A title nobody changed since the read is replaced by the generated one.
 #[tokio::test]
 async fn auto_rename_replaces_an_existing_title_nobody_changed_meanwhile() {

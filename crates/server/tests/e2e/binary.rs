@@ -432,6 +432,19 @@ fn weft_token_never_creates_a_secret_and_says_where_it_looked() {
     }
 }
 
+/// `weft token` refuses a user id the server would refuse as a `sub` (a
+/// control character), instead of printing a token that always gets 401.
+#[test]
+fn weft_token_refuses_a_user_id_with_a_control_character() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = vec![("WEFT_JWT_SECRET", "s".repeat(48))];
+    let ran = run_to_end(dir.path(), &["token", "--user", "a\nb"], &envs);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("control character"), "{}", ran.stderr);
+    let ok = run_to_end(dir.path(), &["token", "--user", "alice"], &envs);
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+}
+
 /// The start-up hint is a command that works where the user is: run
 /// directly, the binary's own path (pasted into a shell it mints a token
 /// the server accepts); run by `cargo run`, the `cargo run` form.

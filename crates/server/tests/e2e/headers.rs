@@ -36,6 +36,8 @@ both_databases! {
             ("Authorization, Latin-1 after the token", vec![("authorization", bearer(b"\xe9"))], Expect::Refused(401)),
             ("Authorization, Latin-1 in the scheme", vec![("authorization", [b"B\xe9arer ".as_slice(), token.as_bytes()].concat())], Expect::Refused(401)),
             ("Authorization, UTF-8 token", vec![("authorization", "Bearer tökén".as_bytes().to_vec())], Expect::Refused(401)),
+            ("Authorization, twice (a good token first)", vec![("authorization", bearer(b"")), ("authorization", b"Bearer other".to_vec())], Expect::Refused(401)),
+            ("Authorization, twice the same good token", vec![("authorization", bearer(b"")), ("authorization", bearer(b""))], Expect::Refused(401)),
             ("Content-Type, Latin-1", vec![("content-type", b"application/json\xe9".to_vec())], Expect::Refused(415)),
             ("Content-Type, UTF-8", vec![("content-type", "application/jsön".as_bytes().to_vec())], Expect::Refused(415)),
             ("Content-Type, twice", vec![("content-type", b"application/json".to_vec()), ("content-type", b"text/plain".to_vec())], Expect::Refused(415)),
