@@ -113,7 +113,8 @@ fn envelope_response(status: StatusCode) -> Vec<u8> {
     let body = serde_json::to_string(&ApiError::client(status, message).envelope())
         // invariant: the envelope is strings and options; this fallback is never used.
         .unwrap_or_default();
-    let request_id = Uuid::now_v7();
+    // The same form as every other generated id (`req_…`, API.md "Errors").
+    let request_id = weft_domain::RequestId::from_uuid(Uuid::now_v7());
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json; charset=utf-8\r\n\
          content-length: {}\r\nx-request-id: {request_id}\r\nx-should-retry: false\r\n\
@@ -155,7 +156,7 @@ mod tests {
         let text = String::from_utf8(r.pending.clone()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
-        assert!(head.contains("\r\nx-request-id: "), "{head}");
+        assert!(head.contains("\r\nx-request-id: req_"), "{head}");
         assert!(
             head.contains(&format!("\r\ncontent-length: {}", body.len())),
             "{head}"
