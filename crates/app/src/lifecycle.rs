@@ -125,7 +125,8 @@ pub enum LifecycleError {
     Output(#[source] BoxError),
 }
 
-/// How many times erase-user's final check may find new data of the user
+/// How many times erase-user may find new data of the user (a thread
+/// created after all were closed, or data its final check had not seen)
 /// before it gives up.
 const ERASE_RACES: u32 = 10;
 
@@ -311,6 +312,10 @@ impl Lifecycle {
         let limit = self.policy.batch_size;
         let mut report = EraseReport::default();
         let mut races = 0;
+        // Set once a step did anything but close live threads: every live
+        // thread the user had was closed by then, so closing one again means
+        // the user's clients created it since — they are still writing.
+        let mut closed_all = false;
         loop {
             let started = Instant::now();
             let now = self.clock.now();
@@ -337,9 +342,14 @@ impl Lifecycle {
             if step.done {
                 return Ok(report);
             }
-            if rows == 0 {
-                // The final check found data the earlier steps had not seen:
-                // the user's clients are still writing.
+            let new_thread = closed_all && step.threads_closed > 0;
+            if step.threads_closed == 0 {
+                closed_all = true;
+            }
+            if rows == 0 || new_thread {
+                // The final check found data the earlier steps had not seen,
+                // or a thread appeared after every thread was closed: the
+                // user's clients are still writing.
                 races += 1;
                 if races >= ERASE_RACES {
                     return Err(LifecycleError::StillWriting {

@@ -201,6 +201,46 @@ async fn an_erase_gives_up_when_the_user_keeps_writing_through_every_final_check
     }
 }
 
+/// A user whose clients keep creating threads: every live thread was
+/// closed, messages were being deleted, and new threads keep appearing.
+/// The erase stops (and says so) instead of chasing them for as long as
+/// they write.
+#[tokio::test]
+async fn an_erase_gives_up_when_the_user_keeps_creating_threads() {
+    let mut port = MockMaintenance::new();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    port.expect_erase_user_step().returning(move |_, _, _| {
+        // Alternately: a batch of messages deleted, then a new thread closed.
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(if n % 2 == 0 {
+            Erased {
+                messages: 3,
+                ..Erased::default()
+            }
+        } else {
+            Erased {
+                threads_closed: 1,
+                ..Erased::default()
+            }
+        })
+    });
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        lifecycle(port, 5).erase_user(&alice(), &mut |_| {}),
+    )
+    .await
+    .expect("the erase gives up instead of chasing the writer forever");
+    assert!(
+        matches!(r, Err(LifecycleError::StillWriting { .. })),
+        "{r:?}"
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::Relaxed) <= 21,
+        "gave up after at most ten new threads"
+    );
+}
+
 fn reader(batches: Vec<Vec<Exported>>, finishes: usize) -> MockExportReader {
     let mut r = MockExportReader::new();
     let mut seq = Sequence::new();
