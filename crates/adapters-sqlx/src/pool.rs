@@ -7,7 +7,7 @@
 //! processes' CPU (measured: +9 % create-message throughput at 8 clients
 //! without it, docs/BENCHMARKS.md). Weft's guard already knows exactly
 //! which connections are clean: only those go back, the others are closed
-//! (see [`crate::guard`]). So the pool here trusts the guard and returns a
+//! (see `guard.rs`). So the pool here trusts the guard and returns a
 //! connection without a round trip. `deadpool` (a small, widely used
 //! generic async pool) does the bookkeeping: a fair FIFO wait queue with a
 //! timeout, creation on demand up to a maximum, status numbers.
