@@ -117,7 +117,8 @@ pub enum LifecycleError {
     StillWriting {
         /// The user.
         user: String,
-        /// How many final checks found new data.
+        /// How many times new data of the user was found (a thread created
+        /// after all were closed, or data the final check had not seen).
         rounds: u32,
     },
     /// The export's output could not be written.
