@@ -185,7 +185,7 @@ impl Default for LifecycleSettings {
 pub struct DatabaseArgs {
     /// Database URL: `sqlite://weft.db` (relative to the working directory),
     /// `sqlite:///abs/path.db`, or `postgres://user:pass@host/db`.
-    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+    #[arg(long, env = "WEFT_DATABASE_URL", default_value = weft_adapters_sqlite::SqliteConfig::DEFAULT_URL)]
     pub database_url: String,
     /// Most database connections this process opens (at least 1).
     #[arg(long, env = "WEFT_POOL_MAX", default_value_t = 16,
@@ -471,7 +471,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "24h", value_parser = parse_ttl)]
     pub ttl: Duration,
     /// Database URL (locates the default secret file).
-    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+    #[arg(long, env = "WEFT_DATABASE_URL", default_value = weft_adapters_sqlite::SqliteConfig::DEFAULT_URL)]
     pub database_url: String,
     /// Token secret settings.
     #[command(flatten)]
@@ -1405,7 +1405,7 @@ impl ServeArgs {
         if matches!(source, SecretSource::Configured) {
             parts.push("WEFT_JWT_SECRET=<the same secret>".to_owned());
         } else {
-            if self.database.database_url != "sqlite://weft.db" {
+            if self.database.database_url != weft_adapters_sqlite::SqliteConfig::DEFAULT_URL {
                 parts.push(format!(
                     "WEFT_DATABASE_URL='{}'",
                     mask_password(&self.database.database_url)

@@ -390,13 +390,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         ready!(this
             .rewriter
-            .poll_drain(&mut this.inner, cx, &this.activity))?;
+            .poll_drain(&mut this.inner, cx, || this.activity.progressed()))?;
         if !this.http2 {
             if let Some(consumed) = this.rewriter.intercept(buf) {
                 // Written from the queue on this and the next polls (flush, shutdown).
-                if let Poll::Ready(Err(e)) =
-                    this.rewriter
-                        .poll_drain(&mut this.inner, cx, &this.activity)
+                if let Poll::Ready(Err(e)) = this
+                    .rewriter
+                    .poll_drain(&mut this.inner, cx, || this.activity.progressed())
                 {
                     return Poll::Ready(Err(e));
                 }
@@ -418,13 +418,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         ready!(this
             .rewriter
-            .poll_drain(&mut this.inner, cx, &this.activity))?;
+            .poll_drain(&mut this.inner, cx, || this.activity.progressed()))?;
         if !this.http2 {
             if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
                 if let Some(consumed) = this.rewriter.intercept(first) {
                     if let Poll::Ready(Err(e)) =
                         this.rewriter
-                            .poll_drain(&mut this.inner, cx, &this.activity)
+                            .poll_drain(&mut this.inner, cx, || this.activity.progressed())
                     {
                         return Poll::Ready(Err(e));
                     }
@@ -447,7 +447,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         ready!(this
             .rewriter
-            .poll_drain(&mut this.inner, cx, &this.activity))?;
+            .poll_drain(&mut this.inner, cx, || this.activity.progressed()))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -455,7 +455,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         ready!(this
             .rewriter
-            .poll_drain(&mut this.inner, cx, &this.activity))?;
+            .poll_drain(&mut this.inner, cx, || this.activity.progressed()))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -26,8 +26,6 @@ use tokio::io::AsyncWrite;
 use uuid::Uuid;
 use weft_http::error::ApiError;
 
-use super::activity::Activity;
-
 /// The replacement being written, if any.
 #[derive(Debug, Default)]
 pub(super) struct Rewriter {
@@ -50,12 +48,14 @@ impl Rewriter {
         Some(head_len)
     }
 
-    /// Writes what is queued; `Ready(Ok)` once nothing is.
+    /// Writes what is queued; `Ready(Ok)` once nothing is. `progressed` is
+    /// called after each write that moved bytes (the connection's activity
+    /// clock; passed in so this module needs nothing of `activity`).
     pub(super) fn poll_drain<T: AsyncWrite + Unpin>(
         &mut self,
         inner: &mut T,
         cx: &mut Context<'_>,
-        activity: &Activity,
+        progressed: impl Fn(),
     ) -> Poll<io::Result<()>> {
         while self.written < self.pending.len() {
             let rest = self.pending.get(self.written..).unwrap_or_default();
@@ -65,7 +65,7 @@ impl Rewriter {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.written += n;
-                    activity.progressed();
+                    progressed();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
