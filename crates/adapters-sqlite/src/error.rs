@@ -56,7 +56,7 @@ pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
 ///   and SQLite `IOERR`/`CANTOPEN`/`FULL` → [`PortError::Unavailable`].
 /// - Everything else (including `SQLITE_READONLY` from a write attempted in a
 ///   read-only unit of work, and decode failures) → [`PortError::Unexpected`].
-pub(crate) fn map_sqlx(e: sqlx::Error) -> PortError {
+pub(crate) fn port_error(e: sqlx::Error) -> PortError {
     if let Some(code) = extended_code(&e) {
         return match code {
             SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE => PortError::Duplicate,
@@ -95,15 +95,15 @@ mod tests {
     #[test]
     fn pool_timeouts_and_lost_workers_are_unavailable() {
         assert!(matches!(
-            map_sqlx(sqlx::Error::PoolTimedOut),
+            port_error(sqlx::Error::PoolTimedOut),
             PortError::Unavailable(_)
         ));
         assert!(matches!(
-            map_sqlx(sqlx::Error::PoolClosed),
+            port_error(sqlx::Error::PoolClosed),
             PortError::Unavailable(_)
         ));
         assert!(matches!(
-            map_sqlx(sqlx::Error::WorkerCrashed),
+            port_error(sqlx::Error::WorkerCrashed),
             PortError::Unavailable(_)
         ));
     }
@@ -143,7 +143,7 @@ mod tests {
     }
 
     fn mapped(code: i32) -> PortError {
-        map_sqlx(sqlx::Error::Database(Box::new(Coded(code))))
+        port_error(sqlx::Error::Database(Box::new(Coded(code))))
     }
 
     #[test]
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn other_driver_errors_are_unexpected() {
         assert!(matches!(
-            map_sqlx(sqlx::Error::RowNotFound),
+            port_error(sqlx::Error::RowNotFound),
             PortError::Unexpected(_)
         ));
     }

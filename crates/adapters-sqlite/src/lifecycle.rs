@@ -43,7 +43,7 @@ use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_domain::{Thread, Timestamp, UserId};
 use weft_ports::{Erased, ExportReader, Exported, Maintenance, Mode, PortError, Purged};
 
-use crate::error::map_sqlx;
+use crate::error::port_error;
 use crate::rows::{MESSAGE_COLUMNS, THREAD_COLUMNS};
 use crate::uow::SqliteTx;
 use crate::SqliteStore;
@@ -279,7 +279,7 @@ impl Maintenance for SqliteMaintenance {
             .await?
             .map(|r| r.try_get::<bool, _>(0))
             .transpose()
-            .map_err(map_sqlx)?
+            .map_err(port_error)?
             .unwrap_or(true);
         if left {
             tx.rollback().await?;
@@ -350,7 +350,7 @@ impl TxManager for SnapshotTx {
     }
 
     fn port_error(&self, e: sqlx::Error) -> PortError {
-        map_sqlx(e)
+        port_error(e)
     }
 }
 
@@ -389,7 +389,7 @@ impl SqliteExport {
 }
 
 fn text(row: &SqliteRow, col: usize) -> Result<String, PortError> {
-    row.try_get(col).map_err(map_sqlx)
+    row.try_get(col).map_err(port_error)
 }
 
 #[async_trait]
@@ -413,7 +413,7 @@ impl ExportReader for SqliteExport {
                     .iter()
                     .map(|r| {
                         MessageRow::from_row(r)
-                            .map_err(map_sqlx)?
+                            .map_err(port_error)?
                             .into_domain()
                             .map(Exported::Message)
                     })
@@ -445,7 +445,7 @@ impl ExportReader for SqliteExport {
             let rows = self.page(q).await?;
             self.threads_done = rows.len() < page;
             for r in &rows {
-                let thread = ThreadRow::from_row(r).map_err(map_sqlx)?.into_domain()?;
+                let thread = ThreadRow::from_row(r).map_err(port_error)?.into_domain()?;
                 self.after_thread = thread.id.as_str().to_owned();
                 self.threads.push_back(thread);
             }

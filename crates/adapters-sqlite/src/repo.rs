@@ -26,7 +26,7 @@ use weft_ports::{
     ThreadRepository,
 };
 
-use crate::error::{map_sqlx, Misuse};
+use crate::error::{port_error, Misuse};
 use crate::rows::{MESSAGE_COLUMNS, THREAD_COLUMNS};
 use crate::uow::SqliteUnitOfWork;
 
@@ -58,15 +58,15 @@ fn count_to_i64(n: u64) -> Result<i64, PortError> {
 }
 
 fn thread_of(row: &SqliteRow) -> Result<Thread, PortError> {
-    ThreadRow::from_row(row).map_err(map_sqlx)?.into_domain()
+    ThreadRow::from_row(row).map_err(port_error)?.into_domain()
 }
 
 fn message_of(row: &SqliteRow) -> Result<Message, PortError> {
-    MessageRow::from_row(row).map_err(map_sqlx)?.into_domain()
+    MessageRow::from_row(row).map_err(port_error)?.into_domain()
 }
 
 fn text(row: &SqliteRow, col: usize) -> Result<String, PortError> {
-    row.try_get(col).map_err(map_sqlx)
+    row.try_get(col).map_err(port_error)
 }
 
 impl SqliteUnitOfWork {
@@ -534,7 +534,7 @@ impl IdempotencyRepository for SqliteUnitOfWork {
         .bind(not_before.unix_seconds());
         match self.tx.fetch_optional(q).await? {
             Some(r) => IdempotencyRow::from_row(&r)
-                .map_err(map_sqlx)?
+                .map_err(port_error)?
                 .into_domain()
                 .map(Some),
             None => Ok(None),

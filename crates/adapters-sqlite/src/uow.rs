@@ -38,7 +38,7 @@ use weft_adapters_sqlx::{Opened, Pool, TxConn, TxManager, TxSpec};
 use weft_domain::UserId;
 use weft_ports::{Mode, PortError, RequestContext, UnitOfWork, UnitOfWorkFactory};
 
-use crate::error::{is_busy, map_sqlx};
+use crate::error::{is_busy, port_error};
 
 /// SQLite's half of the guard.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl TxManager for SqliteTx {
     }
 
     fn port_error(&self, e: sqlx::Error) -> PortError {
-        map_sqlx(e)
+        port_error(e)
     }
 }
 
