@@ -573,10 +573,7 @@ impl TxManager for SnapshotTx {
         conn: &'c mut PgConnection,
         sql: &'static str,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            conn.execute(sqlx::raw_sql(sql)).await?;
-            Ok(())
-        })
+        crate::uow::end_transaction(conn, sql)
     }
 
     fn port_error(&self, e: sqlx::Error) -> PortError {

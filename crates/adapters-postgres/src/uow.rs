@@ -96,6 +96,19 @@ pub(crate) fn begin_sql(
     )
 }
 
+/// `COMMIT` or `ROLLBACK` in one simple-protocol round trip: the end of
+/// every PostgreSQL transaction manager here (units of work and the
+/// export's snapshot).
+pub(crate) fn end_transaction<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(sqlx::raw_sql(sql)).await?;
+        Ok(())
+    })
+}
+
 fn millis(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
@@ -137,10 +150,7 @@ impl TxManager for PgTx {
         conn: &'c mut PgConnection,
         sql: &'static str,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            conn.execute(sqlx::raw_sql(sql)).await?;
-            Ok(())
-        })
+        end_transaction(conn, sql)
     }
 
     fn port_error(&self, e: sqlx::Error) -> PortError {

@@ -341,12 +341,8 @@ impl TxManager for SnapshotTx {
         conn: &'c mut SqliteConnection,
         sql: &'static str,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            // The last page query's deadline must not outlive the export.
-            conn.lock_handle().await?.remove_progress_handler();
-            conn.execute(sqlx::raw_sql(sql)).await?;
-            Ok(())
-        })
+        // The last page query's deadline must not outlive the export.
+        crate::uow::end_transaction(conn, sql)
     }
 
     fn port_error(&self, e: sqlx::Error) -> PortError {

@@ -47,6 +47,21 @@ pub(crate) struct SqliteTx {
     pub(crate) transaction_timeout: Duration,
 }
 
+/// `COMMIT` or `ROLLBACK` after removing the deadline's progress handler,
+/// so neither the end nor the connection's next user is interrupted by a
+/// stale one: the end of every SQLite transaction manager here (units of
+/// work and the export's read transaction).
+pub(crate) fn end_transaction<'c>(
+    conn: &'c mut SqliteConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.lock_handle().await?.remove_progress_handler();
+        conn.execute(sqlx::raw_sql(sql)).await?;
+        Ok(())
+    })
+}
+
 impl TxManager for SqliteTx {
     type Db = Sqlite;
 
@@ -82,11 +97,7 @@ impl TxManager for SqliteTx {
         conn: &'c mut SqliteConnection,
         sql: &'static str,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            conn.lock_handle().await?.remove_progress_handler();
-            conn.execute(sqlx::raw_sql(sql)).await?;
-            Ok(())
-        })
+        end_transaction(conn, sql)
     }
 
     fn begin_opened_nothing(&self, e: &sqlx::Error) -> bool {
