@@ -38,6 +38,9 @@
 #   BENCH_SET        main (default) | topologies | all
 #   BENCH_TOPOLOGIES with topologies/all: which besides plain PostgreSQL, any of
 #                    "nocache bouncer citus" (the default: all three)
+#   BENCH_SCENARIOS  which of "create list get mixed floor" the main set runs
+#                    (default: all five; floor is GET /healthz, Weft only: the
+#                    HTTP floor, what a request costs with no token and no database)
 #   BENCH_SECS       timed seconds per run (1–600, default 20)
 #   BENCH_C          concurrent clients (1–256, default 64)
 #   BENCH_ROUNDS     rounds, interleaved (1–10, default 3; medians reported)
@@ -46,7 +49,8 @@
 #                    each PATH or NAME=PATH (NAME: a-z, 0-9, _): benchmarked
 #                    in the same rounds, each on its own database
 #   BENCH_TRACE      1 (default) counts round trips with strace; 0 skips
-#   BENCH_PERF       1: perf profile of Weft under get thread
+#   BENCH_PERF       1 (or get): perf profile of Weft under get thread; list,
+#                    create or mixed: under that scenario
 #   BENCH_KEEP       1: keep the work directory (logs, raw JSON, pgbench logs)
 #   WEFT_*           passed through to every `weft serve` (e.g. WEFT_POOL_MAX)
 set -euo pipefail
@@ -68,6 +72,10 @@ case $SET in main | topologies | all) ;; *) echo "BENCH_SET must be main, topolo
 TOPO_LIST=${BENCH_TOPOLOGIES:-nocache bouncer citus}
 for t in $TOPO_LIST; do
   case $t in nocache | bouncer | citus) ;; *) echo "BENCH_TOPOLOGIES: '$t' is not one of nocache, bouncer, citus" >&2; exit 2 ;; esac
+done
+SCEN_LIST=${BENCH_SCENARIOS:-create list get mixed floor}
+for t in $SCEN_LIST; do
+  case $t in create | list | get | mixed | floor) ;; *) echo "BENCH_SCENARIOS: '$t' is not one of create, list, get, mixed, floor" >&2; exit 2 ;; esac
 done
 want_topo() { [[ " $TOPO_LIST " == *" $1 "* ]]; }
 int_in() { [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || { echo "$1 must be $3..$4" >&2; exit 2; }; }
@@ -195,6 +203,7 @@ record() { # JSON fields… (jq -n args) → appends to $RESULTS
 # run_weft SET TOPO LABEL SCENARIO ROUND
 run_weft() {
   local set=$1 topo=$2 label=$3 scen=$4 round=$5 mode=$4 pid_var="WEFT_PID_$3" url_var="WEFT_URL_$3"
+  [[ $scen == floor ]] && mode=health
   local pid=${!pid_var} l0 w0 p0 out rc=0 w1 p1 l1
   l0=$(loadavg)
   w0=$(proc_ticks "$pid")
@@ -415,10 +424,10 @@ if [[ $SET == main || $SET == all ]]; then
 fi
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round/$ROUNDS (load $(loadavg))"
-  for scen in create list get mixed; do
+  for scen in $SCEN_LIST; do
     for s in "${MAIN_SYS[@]}"; do
       run_weft main plain "$s" "$scen" "$round"
-      run_pgbench main plain "$s" "$scen" "$round"
+      [[ $scen == floor ]] || run_pgbench main plain "$s" "$scen" "$round"
     done
   done
   for scen in create list get; do
@@ -490,20 +499,23 @@ if [[ $TRACE == 1 ]]; then
   done
 fi
 
-if [[ $PERF == 1 ]]; then
+case $PERF in 0 | 1 | get | list | create | mixed) ;; *) echo "BENCH_PERF must be 0, 1, get, list, create or mixed" >&2; exit 2 ;; esac
+if [[ $PERF != 0 ]]; then
+  pmode=$PERF
+  [[ $pmode == 1 ]] && pmode=get
   s=${MAIN_SYS[0]:-cur}
   pid_var="WEFT_PID_$s"
   url_var="WEFT_URL_$s"
-  log "perf: profiling weft ($s) under get thread, C = $C, $SECS s"
-  perf record -e cpu-clock -F 999 -p "${!pid_var}" -o "$WORK/perf-get.data" -- sleep "$SECS" >/dev/null 2>&1 &
+  log "perf: profiling weft ($s) under $pmode, C = $C, $SECS s"
+  perf record -e cpu-clock -F 999 -p "${!pid_var}" -o "$WORK/perf-$pmode.data" -- sleep "$SECS" >/dev/null 2>&1 &
   perf_pid=$!
-  "$LOADGEN" --base-url "${!url_var}" --targets "$WORK/targets-$s.tsv" --mode get \
+  "$LOADGEN" --base-url "${!url_var}" --targets "$WORK/targets-$s.tsv" --mode "$pmode" \
     --concurrency "$C" --duration-secs "$SECS" --max-secs "$CAP" --label perf >/dev/null || true
   wait "$perf_pid" || true
-  perf report -i "$WORK/perf-get.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25 >"$WORK/perf-dso.txt" || true
-  perf report -i "$WORK/perf-get.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$WORK/perf-sym.txt" || true
-  echo "perf, weft under get thread: by shared object" && cat "$WORK/perf-dso.txt"
-  echo "perf, weft under get thread: top symbols" && cat "$WORK/perf-sym.txt"
+  perf report -i "$WORK/perf-$pmode.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25 >"$WORK/perf-$pmode-dso.txt" || true
+  perf report -i "$WORK/perf-$pmode.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$WORK/perf-$pmode-sym.txt" || true
+  echo "perf, weft under $pmode: by shared object" && cat "$WORK/perf-$pmode-dso.txt"
+  echo "perf, weft under $pmode: top symbols" && cat "$WORK/perf-$pmode-sym.txt"
 fi
 
 
@@ -608,7 +620,9 @@ mkdir -p target/bench
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 cp "$RESULTS" "target/bench/results-$stamp.jsonl"
 cp "$REPORT" "target/bench/report-$stamp.tsv"
-[[ -f $WORK/perf-sym.txt ]] && cp "$WORK/perf-sym.txt" "target/bench/perf-sym-$stamp.txt" && cp "$WORK/perf-dso.txt" "target/bench/perf-dso-$stamp.txt"
+for f in "$WORK"/perf-*-sym.txt "$WORK"/perf-*-dso.txt; do
+  [[ -f $f ]] && cp "$f" "target/bench/$(basename "$f" .txt)-$stamp.txt"
+done
 echo "raw results: target/bench/results-$stamp.jsonl"
 if [[ $errors != 0 ]]; then
   echo "FAILED: $errors requests failed (zero errors required)"
