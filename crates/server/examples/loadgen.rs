@@ -54,7 +54,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::http::{self, Method};
 use serde_json::{json, Value};
 
 const MAX_CONCURRENCY: usize = 256;
@@ -188,8 +191,15 @@ struct Target {
 }
 
 struct Shared {
+    /// Setup only (creating threads, populating); the measured requests
+    /// go over [`Conn`]s.
     client: reqwest::Client,
     base: String,
+    /// `host:port` of `base` (plain http only).
+    authority: String,
+    /// One connection per worker index, reused across runs.
+    conns: Vec<tokio::sync::Mutex<Conn>>,
+    body_bytes: Bytes,
     targets: Vec<Target>,
     body: Value,
     limit: u32,
@@ -197,41 +207,106 @@ struct Shared {
 }
 
 impl Shared {
-    /// Sends one request of `kind` for `target`; returns its status (0 for
-    /// a transport error).
-    async fn one(&self, kind: Kind, target: &Target) -> u16 {
-        let (b, t, l, o) = (&self.base, &target.thread_id, self.limit, self.order);
-        let req = match kind {
-            Kind::Create => self
-                .client
-                .post(format!("{b}/v1/threads/{t}/messages"))
-                .json(&self.body),
-            Kind::List => self
-                .client
-                .get(format!("{b}/v1/threads/{t}/messages?limit={l}&order={o}")),
-            Kind::Get => self.client.get(format!("{b}/v1/threads/{t}")),
-            Kind::Threads => self
-                .client
-                .get(format!("{b}/v1/threads?limit={l}&order={o}")),
-            Kind::Rename => self.client.post(format!("{b}/v1/threads/{t}/auto_rename")),
-            Kind::Delete => self.client.delete(format!("{b}/v1/threads/{t}")),
-            Kind::Health => self.client.get(format!("{b}/healthz")),
+    /// Sends one request of `kind` for `target` over `conn` (opened, or
+    /// opened again, as needed); returns its status (0 for a transport
+    /// error or no answer within 30 s).
+    async fn one(&self, conn: &mut Conn, kind: Kind, target: &Target) -> u16 {
+        let (t, l, o) = (&target.thread_id, self.limit, self.order);
+        let (method, path, body) = match kind {
+            Kind::Create => (
+                Method::POST,
+                format!("/v1/threads/{t}/messages"),
+                Some(self.body_bytes.clone()),
+            ),
+            Kind::List => (
+                Method::GET,
+                format!("/v1/threads/{t}/messages?limit={l}&order={o}"),
+                None,
+            ),
+            Kind::Get => (Method::GET, format!("/v1/threads/{t}"), None),
+            Kind::Threads => (
+                Method::GET,
+                format!("/v1/threads?limit={l}&order={o}"),
+                None,
+            ),
+            Kind::Rename => (
+                Method::POST,
+                format!("/v1/threads/{t}/auto_rename"),
+                Some(Bytes::new()),
+            ),
+            Kind::Delete => (Method::DELETE, format!("/v1/threads/{t}"), None),
+            Kind::Health => (Method::GET, "/healthz".to_owned(), None),
         };
-        let req = if kind == Kind::Health {
-            req
-        } else {
-            req.bearer_auth(&target.token)
-        };
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                // Read the whole body: the response is not served until then.
-                match resp.bytes().await {
-                    Ok(_) => status,
-                    Err(_) => 0,
-                }
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.authority);
+        if kind != Kind::Health {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", target.token),
+            );
+        }
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .expect("a well-formed request");
+        match tokio::time::timeout(Duration::from_secs(30), conn.send(&self.authority, req)).await {
+            Ok(Some(status)) => status,
+            _ => {
+                conn.tx = None;
+                0
             }
-            Err(_) => 0,
+        }
+    }
+}
+
+/// One worker's HTTP/1.1 connection, kept across requests (and from the
+/// warm-up to the timed part): hyper's client connection without a pool,
+/// so the client spends as little CPU per request as it can (it shares
+/// the machine with the server and the database, as pgbench's does).
+#[derive(Default)]
+struct Conn {
+    tx: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    /// Sends `req`, reads the whole response body; the status, or None on
+    /// a transport error (the connection is then dropped, and the next
+    /// request opens a new one).
+    async fn send(&mut self, authority: &str, req: http::Request<Full<Bytes>>) -> Option<u16> {
+        if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+            stream.set_nodelay(true).ok()?;
+            let (tx, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .ok()?;
+            tokio::spawn(connection);
+            self.tx = Some(tx);
+        }
+        let tx = self.tx.as_mut()?;
+        if tx.ready().await.is_err() {
+            self.tx = None;
+            return None;
+        }
+        let resp = match tx.send_request(req).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                self.tx = None;
+                return None;
+            }
+        };
+        let status = resp.status().as_u16();
+        // Read the whole body: the response is not served until then.
+        match resp.into_body().collect().await {
+            Ok(_) => Some(status),
+            Err(_) => {
+                self.tx = None;
+                None
+            }
         }
     }
 }
@@ -302,8 +377,10 @@ async fn run(
                     break;
                 }
                 let (kind, i) = plan.pick(w, n, shared.targets.len());
+                let mut conn = shared.conns[w].lock().await;
                 let t0 = Instant::now();
-                let status = shared.one(kind, &shared.targets[i]).await;
+                let status = shared.one(&mut conn, kind, &shared.targets[i]).await;
+                drop(conn);
                 let took = t0.elapsed();
                 if (200..300).contains(&status) {
                     lat.push((kind, took));
@@ -535,9 +612,22 @@ async fn main() {
         ListOrder::Asc => "asc",
         ListOrder::Desc => "desc",
     };
+    let authority = base
+        .strip_prefix("http://")
+        .expect("--base-url is a plain http:// URL")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let body_bytes = Bytes::from(serde_json::to_vec(&body).expect("JSON"));
     let mut shared = Shared {
         client,
         base,
+        authority,
+        conns: (0..MAX_CONCURRENCY)
+            .map(|_| tokio::sync::Mutex::default())
+            .collect(),
+        body_bytes,
         targets: Vec::new(),
         body,
         limit: args.limit,
@@ -609,7 +699,8 @@ async fn main() {
             // Fill every thread past one page, untimed.
             for target in &shared.targets {
                 for _ in 0..=args.limit {
-                    let status = shared.one(Kind::Create, target).await;
+                    let mut conn = shared.conns[0].lock().await;
+                    let status = shared.one(&mut conn, Kind::Create, target).await;
                     assert!((200..300).contains(&status), "filling a thread: {status}");
                 }
             }
