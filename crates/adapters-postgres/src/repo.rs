@@ -39,6 +39,16 @@ use crate::uow::PgUnitOfWork;
 /// over `table`'s primary key (deleted rows included) within `scope` (the
 /// key before the id: the owner, and the thread for messages). Only fixed
 /// fragments and parameter numbers are spliced in.
+///
+/// The page queries built from these share one shape, measured with
+/// pgbench against the bare page `SELECT` (docs/BENCHMARKS.md "Page
+/// queries"): the checks sit in a one-row subquery fenced with `OFFSET 0`,
+/// so the planner evaluates each `EXISTS` once instead of copying it into
+/// the join filter and the output; the casts and column list live inside
+/// the `LATERAL` page, so only those columns are formed; and there is no
+/// outer `ORDER BY` (see [`page_items`]). Together, at 64 pgbench clients:
+/// 4,900–5,550 pages/s against 3,800–4,200 for the earlier shape and
+/// 5,100–5,500 for the bare `SELECT`.
 fn page_sql<'p>(
     above: Option<&'p str>,
     below: Option<&'p str>,
@@ -83,22 +93,33 @@ fn flag(row: Option<&PgRow>, col: &str) -> Result<bool, PortError> {
     }
 }
 
-/// The objects of a page query's rows. The query always returns at least
-/// one row (carrying its check flags), so rows without an `id` are those
-/// flag-only rows, not objects.
+/// The objects of a page query's rows, in `scan` order of their ids. The
+/// query always returns at least one row (carrying its check flags), so
+/// rows without an `id` are those flag-only rows, not objects.
+///
+/// The order is restored here rather than by an outer `ORDER BY`: the page
+/// already comes from one `ORDER BY … LIMIT` scan of an index, and sorting
+/// its (at most 101) rows again in PostgreSQL cost more than the sort of
+/// their ids here (docs/BENCHMARKS.md "Page queries"); SQL promises no
+/// order without `ORDER BY`, so the rows are sorted, not trusted.
 fn page_items<T>(
     rows: &[PgRow],
+    scan: Order,
     parse: impl Fn(&PgRow) -> Result<T, PortError>,
 ) -> Result<Vec<T>, PortError> {
-    rows.iter()
-        .filter(|r| {
-            r.try_get::<Option<String>, _>("id")
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .map(parse)
-        .collect()
+    let mut keyed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: Option<String> = row.try_get("id").map_err(port_error)?;
+        if let Some(id) = id {
+            keyed.push((id, row));
+        }
+    }
+    // Ids compare byte-wise, like the `COLLATE "C"` index they were read by.
+    match scan {
+        Order::Asc => keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+        Order::Desc => keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0)),
+    }
+    keyed.into_iter().map(|(_, row)| parse(row)).collect()
 }
 
 fn thread_of(row: &PgRow) -> Result<Thread, PortError> {
@@ -267,13 +288,14 @@ impl ThreadRepository for PgUnitOfWork {
             3,
         );
         // The cursor checks and the page in one round trip: the flag row
-        // survives (with NULL columns) even when the page is empty.
+        // survives (with NULL columns) even when the page is empty. Shaped
+        // as `page_sql` says (checks fenced, columns in the page).
         let sql = format!(
-            "SELECT c.ok, {THREAD_COLUMNS} \
-             FROM (SELECT {checks} AS ok) c \
-             LEFT JOIN LATERAL (SELECT * FROM threads t WHERE t.owner = $1 AND t.deleted_at IS NULL{bounds} \
-                ORDER BY t.id {dir} LIMIT $2) t ON c.ok \
-             ORDER BY t.id {dir}",
+            "SELECT c.ok, t.* \
+             FROM (SELECT {checks} AS ok OFFSET 0) c \
+             LEFT JOIN LATERAL (SELECT {THREAD_COLUMNS} FROM threads t \
+                WHERE t.owner = $1 AND t.deleted_at IS NULL{bounds} \
+                ORDER BY t.id {dir} LIMIT $2) t ON c.ok",
             dir = dir(&plan)
         );
         let mut q = self
@@ -287,7 +309,7 @@ impl ThreadRepository for PgUnitOfWork {
         if !flag(rows.first(), "ok")? {
             return Err(PortError::InvalidCursor);
         }
-        Ok(plan.finish(page_items(&rows, thread_of)?))
+        Ok(plan.finish(page_items(&rows, plan.scan, thread_of)?))
     }
 }
 
@@ -444,15 +466,15 @@ impl MessageRepository for PgUnitOfWork {
             "owner = $1 AND thread_id = $2",
             4,
         );
-        // Thread check, cursor checks and page in one round trip.
+        // Thread check, cursor checks and page in one round trip, shaped
+        // as `page_sql` says (checks fenced, columns in the page).
         let sql = format!(
-            "SELECT c.thread_ok, c.cursor_ok, {MESSAGE_COLUMNS} \
+            "SELECT c.thread_ok, c.cursor_ok, m.* \
              FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE owner = $1 AND id = $2 AND deleted_at IS NULL) \
-                AS thread_ok, {checks} AS cursor_ok) c \
-             LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.owner = $1 AND m.thread_id = $2 \
+                AS thread_ok, {checks} AS cursor_ok OFFSET 0) c \
+             LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.owner = $1 AND m.thread_id = $2 \
                 AND m.deleted_at IS NULL{bounds} ORDER BY m.id {dir} LIMIT $3) m \
-                ON c.thread_ok AND c.cursor_ok \
-             ORDER BY m.id {dir}",
+                ON c.thread_ok AND c.cursor_ok",
             dir = dir(&plan)
         );
         let mut q = self
@@ -470,7 +492,7 @@ impl MessageRepository for PgUnitOfWork {
         if !flag(rows.first(), "cursor_ok")? {
             return Err(PortError::InvalidCursor);
         }
-        Ok(plan.finish(page_items(&rows, message_of)?))
+        Ok(plan.finish(page_items(&rows, plan.scan, message_of)?))
     }
 
     async fn first_user_message(
@@ -478,9 +500,9 @@ impl MessageRepository for PgUnitOfWork {
         thread_id: &ThreadId,
     ) -> Result<Option<Message>, PortError> {
         let sql = format!(
-            "SELECT c.ok, {MESSAGE_COLUMNS} \
-             FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE owner = $1 AND id = $2 AND deleted_at IS NULL) AS ok) c \
-             LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.owner = $1 AND m.thread_id = $2 \
+            "SELECT c.ok, m.* \
+             FROM (SELECT EXISTS (SELECT 1 FROM threads WHERE owner = $1 AND id = $2 AND deleted_at IS NULL) AS ok OFFSET 0) c \
+             LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.owner = $1 AND m.thread_id = $2 \
                 AND m.deleted_at IS NULL AND m.role = 'user' ORDER BY m.id ASC LIMIT 1) m ON c.ok"
         );
         let q = self
@@ -491,7 +513,7 @@ impl MessageRepository for PgUnitOfWork {
         if !flag(rows.first(), "ok")? {
             return Err(PortError::NotFound);
         }
-        page_items(&rows, message_of).map(|items| items.into_iter().next())
+        page_items(&rows, Order::Asc, message_of).map(|items| items.into_iter().next())
     }
 }
 
