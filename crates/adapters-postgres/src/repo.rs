@@ -41,8 +41,8 @@ use crate::uow::PgUnitOfWork;
 /// fragments and parameter numbers are spliced in.
 ///
 /// The page queries built from these share one shape, measured with
-/// pgbench against the bare page `SELECT` (docs/BENCHMARKS.md "Page
-/// queries"): the checks sit in a one-row subquery fenced with `OFFSET 0`,
+/// pgbench against the bare page `SELECT` (docs/BENCHMARKS.md, "What
+/// was cut, each measured"): the checks sit in a one-row subquery fenced with `OFFSET 0`,
 /// so the planner evaluates each `EXISTS` once instead of copying it into
 /// the join filter and the output; the casts and column list live inside
 /// the `LATERAL` page, so only those columns are formed; and there is no
@@ -100,7 +100,7 @@ fn flag(row: Option<&PgRow>, col: &str) -> Result<bool, PortError> {
 /// The order is restored here rather than by an outer `ORDER BY`: the page
 /// already comes from one `ORDER BY … LIMIT` scan of an index, and sorting
 /// its (at most 101) rows again in PostgreSQL cost more than the sort of
-/// their ids here (docs/BENCHMARKS.md "Page queries"); SQL promises no
+/// their ids here (docs/BENCHMARKS.md, "What was cut, each measured"); SQL promises no
 /// order without `ORDER BY`, so the rows are sorted, not trusted.
 fn page_items<T>(
     rows: &[PgRow],

@@ -32,8 +32,8 @@ use weft_server::store::Store;
 use weft_server::{telemetry, Application};
 
 /// jemalloc rather than the system allocator: less CPU per request and
-/// freed memory returned sooner (measured in docs/BENCHMARKS.md
-/// "Allocator"; not built for MSVC, which jemalloc does not support).
+/// freed memory returned sooner (measured in docs/BENCHMARKS.md,
+/// "What was cut, each measured"; not built for MSVC, which jemalloc does not support).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
