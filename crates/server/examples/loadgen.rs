@@ -197,6 +197,9 @@ struct Shared {
     base: String,
     /// `host:port` of `base` (plain http only).
     authority: String,
+    /// The path of `base` (empty, or `/something` without a trailing `/`),
+    /// put before every measured request's path.
+    prefix: String,
     /// One connection per worker index, reused across runs.
     conns: Vec<tokio::sync::Mutex<Conn>>,
     body_bytes: Bytes,
@@ -239,7 +242,7 @@ impl Shared {
         };
         let mut req = http::Request::builder()
             .method(method)
-            .uri(path)
+            .uri(format!("{}{path}", self.prefix))
             .header(http::header::HOST, &self.authority);
         if kind != Kind::Health {
             req = req.header(
@@ -400,6 +403,24 @@ async fn run(
     Outcome { lat, failed, took }
 }
 
+/// Ends a run that failed before its timed part: one JSON line naming the
+/// step, its failed requests' statuses (0: transport error) or the cap,
+/// and exit status 1, like a run with failed requests.
+fn give_up(label: &str, step: &str, failed: &[u16], timed_out: bool) -> ! {
+    let mut statuses = failed.to_vec();
+    statuses.sort_unstable();
+    statuses.dedup();
+    let line = json!({
+        "label": label,
+        "failed_in": step,
+        "errors": failed.len().max(1),
+        "error_statuses": statuses,
+        "timed_out": timed_out,
+    });
+    println!("{line}");
+    std::process::exit(1);
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -446,21 +467,22 @@ fn cpu_ms() -> Option<f64> {
     Some((utime + stime) * 10.0)
 }
 
-async fn create_thread(client: &reqwest::Client, base: &str, token: &str) -> String {
+/// Creates one thread; its id, or the failed request's status (0: no
+/// answer, or an answer without an id).
+async fn create_thread(client: &reqwest::Client, base: &str, token: &str) -> Result<String, u16> {
     let resp = client
         .post(format!("{base}/v1/threads"))
         .bearer_auth(token)
         .json(&json!({"metadata": {"bench": "loadgen"}}))
         .send()
         .await
-        .expect("POST /v1/threads reached the server");
+        .map_err(|_| 0u16)?;
     let status = resp.status();
-    let body: Value = resp.json().await.expect("a JSON thread object");
-    assert!(status.is_success(), "creating a thread: {status} {body}");
-    body["id"]
-        .as_str()
-        .expect("the thread object has an id")
-        .to_owned()
+    if !status.is_success() {
+        return Err(status.as_u16());
+    }
+    let body: Value = resp.json().await.map_err(|_| 0u16)?;
+    body["id"].as_str().map(str::to_owned).ok_or(0)
 }
 
 fn read_targets(path: &std::path::Path) -> Vec<Target> {
@@ -529,7 +551,9 @@ async fn populate(
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(u, _)) = jobs.get(j) else { break };
                 let token = tokens[u].clone();
-                let thread_id = create_thread(&client, &base, &token).await;
+                let thread_id = create_thread(&client, &base, &token)
+                    .await
+                    .unwrap_or_else(|status| panic!("creating a thread: status {status}"));
                 for _ in 0..per_thread {
                     let resp = client
                         .post(format!("{base}/v1/threads/{thread_id}/messages"))
@@ -612,18 +636,24 @@ async fn main() {
         ListOrder::Asc => "asc",
         ListOrder::Desc => "desc",
     };
-    let authority = base
+    // The measured requests' connection target and path prefix, from the
+    // same --base-url reqwest uses for setup (plain http; port 80 if none).
+    let rest = base
         .strip_prefix("http://")
-        .expect("--base-url is a plain http:// URL")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+        .expect("--base-url is a plain http:// URL");
+    let (host, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    let prefix = prefix.to_owned();
     let body_bytes = Bytes::from(serde_json::to_vec(&body).expect("JSON"));
     let mut shared = Shared {
         client,
         base,
         authority,
+        prefix,
         conns: (0..MAX_CONCURRENCY)
             .map(|_| tokio::sync::Mutex::default())
             .collect(),
@@ -687,22 +717,36 @@ async fn main() {
             .clamp(1, args.concurrency);
         for i in 0..threads {
             let token = tokens[i % tokens.len()].clone();
-            let thread_id = tokio::time::timeout_at(
+            let created = tokio::time::timeout_at(
                 deadline.into(),
                 create_thread(&shared.client, &shared.base, &token),
             )
-            .await
-            .expect("setup finished within --max-secs");
+            .await;
+            let thread_id = match created {
+                Ok(Ok(id)) => id,
+                Ok(Err(status)) => give_up(&args.label, "creating the threads", &[status], false),
+                Err(_) => give_up(&args.label, "creating the threads", &[], true),
+            };
             shared.targets.push(Target { token, thread_id });
         }
         if matches!(args.mode, Mode::List | Mode::Mixed) {
-            // Fill every thread past one page, untimed.
-            for target in &shared.targets {
-                for _ in 0..=args.limit {
-                    let mut conn = shared.conns[0].lock().await;
-                    let status = shared.one(&mut conn, Kind::Create, target).await;
-                    assert!((200..300).contains(&status), "filling a thread: {status}");
+            // Fill every thread past one page, untimed but within the cap.
+            let fill = async {
+                let mut conn = shared.conns[0].lock().await;
+                for target in &shared.targets {
+                    for _ in 0..=args.limit {
+                        let status = shared.one(&mut conn, Kind::Create, target).await;
+                        if !(200..300).contains(&status) {
+                            return Err(status);
+                        }
+                    }
                 }
+                Ok(())
+            };
+            match tokio::time::timeout_at(deadline.into(), fill).await {
+                Ok(Ok(())) => {}
+                Ok(Err(status)) => give_up(&args.label, "filling the threads", &[status], false),
+                Err(_) => give_up(&args.label, "filling the threads", &[], true),
             }
         }
         match args.mode {
@@ -729,11 +773,9 @@ async fn main() {
     let whole = async {
         if warmup > 0 {
             let warm = run(shared.clone(), warm_plan, args.concurrency, warmup, None).await;
-            assert!(
-                warm.failed.is_empty(),
-                "warm-up requests failed with statuses {:?}",
-                &warm.failed[..warm.failed.len().min(10)]
-            );
+            if !warm.failed.is_empty() {
+                give_up(&args.label, "the warm-up", &warm.failed, false);
+            }
         }
         let cpu0 = cpu_ms();
         let until = args
