@@ -77,6 +77,7 @@ SCEN_LIST=${BENCH_SCENARIOS:-create list get mixed floor}
 for t in $SCEN_LIST; do
   case $t in create | list | get | mixed | floor) ;; *) echo "BENCH_SCENARIOS: '$t' is not one of create, list, get, mixed, floor" >&2; exit 2 ;; esac
 done
+case $PERF in 0 | 1 | get | list | create | mixed) ;; *) echo "BENCH_PERF must be 0, 1, get, list, create or mixed" >&2; exit 2 ;; esac
 want_topo() { [[ " $TOPO_LIST " == *" $1 "* ]]; }
 int_in() { [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || { echo "$1 must be $3..$4" >&2; exit 2; }; }
 int_in BENCH_SECS "$SECS" 1 600
@@ -111,6 +112,8 @@ log "load before build: $(loadavg)"
 log "building weft and loadgen (release)"
 cargo build --release --quiet -p weft-server --bin weft --example loadgen
 WEFT_BIN_cur=$PWD/target/release/weft
+# What was built (the report is printed at the end, when the tree may have moved on).
+TREE_DESC="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates Cargo.lock Cargo.toml || echo ', modified')"
 LOADGEN=$PWD/target/release/examples/loadgen
 export WEFT_JWT_SECRET
 WEFT_JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
@@ -499,7 +502,6 @@ if [[ $TRACE == 1 ]]; then
   done
 fi
 
-case $PERF in 0 | 1 | get | list | create | mixed) ;; *) echo "BENCH_PERF must be 0, 1, get, list, create or mixed" >&2; exit 2 ;; esac
 if [[ $PERF != 0 ]]; then
   pmode=$PERF
   [[ $pmode == 1 ]] && pmode=get
@@ -578,13 +580,14 @@ echo "data: $USERS users x $THREADS threads x $MESSAGES messages, each request a
 echo "figures: median over rounds [min-max]; ratio = median Weft / median pgbench [range of the per-round ratios]; CPU per request in us"
 for s in "${MAIN_SYS[@]}"; do
   echo
-  case $s in cur) echo "Weft cur (this tree: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates Cargo.lock || echo ', modified')) vs pgbench" ;; *) echo "Weft $s (${BASE_BIN[$s]}) vs pgbench" ;; esac
+  case $s in cur) echo "Weft cur (this tree at build time: $TREE_DESC) vs pgbench" ;; *) echo "Weft $s (${BASE_BIN[$s]}) vs pgbench" ;; esac
   printf '%-7s | %-17s %-17s %-16s | %-15s %-7s %-16s | %5s %5s %5s | %5s %5s | %s\n' \
     scenario "weft req/s" "pgbench tx/s" "ratio" "weft p99 ms" "pgb p99" "p99 ratio" weft pg cli "pg" "cli" errors
   awk -F'\t' -v s="$s" '$1 == "main" && $3 == s {
     printf "%-7s | %5s [%s-%s] %5s [%s-%s] %4s [%s-%s] | %5s [%s-%s] %7s %4s [%s-%s] | %5s %5s %5s | %5s %5s | %s\n",
       $4, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 }' "$REPORT"
-  awk -F'\t' -v s="$s" '$1 == "main" && $3 == s {print "Weft peak resident memory (VmHWM) after " $4 ": " $28 " MiB; load average during the set: " $29}' "$REPORT" | tail -1
+  awk -F'\t' -v s="$s" '$1 == "main" && $3 == s && $28 != "-" { if ($28 + 0 > m) m = $28 + 0; l = $29 }
+    END { if (m != "") print "Weft peak resident memory (VmHWM) over its runs: " m " MiB; load average during the set: " l }' "$REPORT"
 done
 if ((${#TOPOS[@]} > 0)); then
   echo
