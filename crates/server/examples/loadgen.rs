@@ -214,35 +214,35 @@ impl Shared {
     /// opened again, as needed); returns its status (0 for a transport
     /// error or no answer within 30 s).
     async fn one(&self, conn: &mut Conn, kind: Kind, target: &Target) -> u16 {
-        let (t, l, o) = (&target.thread_id, self.limit, self.order);
+        let (p, t, l, o) = (&self.prefix, &target.thread_id, self.limit, self.order);
         let (method, path, body) = match kind {
             Kind::Create => (
                 Method::POST,
-                format!("/v1/threads/{t}/messages"),
+                format!("{p}/v1/threads/{t}/messages"),
                 Some(self.body_bytes.clone()),
             ),
             Kind::List => (
                 Method::GET,
-                format!("/v1/threads/{t}/messages?limit={l}&order={o}"),
+                format!("{p}/v1/threads/{t}/messages?limit={l}&order={o}"),
                 None,
             ),
-            Kind::Get => (Method::GET, format!("/v1/threads/{t}"), None),
+            Kind::Get => (Method::GET, format!("{p}/v1/threads/{t}"), None),
             Kind::Threads => (
                 Method::GET,
-                format!("/v1/threads?limit={l}&order={o}"),
+                format!("{p}/v1/threads?limit={l}&order={o}"),
                 None,
             ),
             Kind::Rename => (
                 Method::POST,
-                format!("/v1/threads/{t}/auto_rename"),
+                format!("{p}/v1/threads/{t}/auto_rename"),
                 Some(Bytes::new()),
             ),
-            Kind::Delete => (Method::DELETE, format!("/v1/threads/{t}"), None),
-            Kind::Health => (Method::GET, "/healthz".to_owned(), None),
+            Kind::Delete => (Method::DELETE, format!("{p}/v1/threads/{t}"), None),
+            Kind::Health => (Method::GET, format!("{p}/healthz"), None),
         };
         let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.prefix))
+            .uri(path)
             .header(http::header::HOST, &self.authority);
         if kind != Kind::Health {
             req = req.header(
@@ -348,6 +348,21 @@ impl Plan {
     }
 }
 
+/// The timed run's plan and the warm-up's: `mixed` weighs kinds by
+/// `mix`; `delete` deletes each target once in order and warms up with
+/// gets (so it deletes nothing twice); any other mode sends `kind`, each
+/// request's target chosen by `pick` (random targets, or one per worker).
+fn plans(mode: Mode, kind: Kind, mix: &str, pick: fn(Kind) -> Plan) -> (Plan, Plan) {
+    match mode {
+        Mode::Mixed => {
+            let p = Plan::Mixed(parse_mix(mix));
+            (p, p)
+        }
+        Mode::Delete => (Plan::Sequential(Kind::Delete), pick(Kind::Get)),
+        _ => (pick(kind), pick(kind)),
+    }
+}
+
 /// What one run measured.
 struct Outcome {
     /// (kind, latency) of each successful request.
@@ -419,6 +434,21 @@ fn give_up(label: &str, step: &str, failed: &[u16], timed_out: bool) -> ! {
     });
     println!("{line}");
     std::process::exit(1);
+}
+
+/// Runs one setup `step` to its end within the run's cap; its value, or
+/// [`give_up`] with the failed request's status or the cap.
+async fn within_cap<T>(
+    deadline: Instant,
+    label: &str,
+    step: &str,
+    work: impl std::future::Future<Output = Result<T, u16>>,
+) -> T {
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(status)) => give_up(label, step, &[status], false),
+        Err(_) => give_up(label, step, &[], true),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -697,14 +727,7 @@ async fn main() {
     };
     let (plan, warm_plan) = if let Some(path) = &args.targets {
         shared.targets = read_targets(path);
-        match args.mode {
-            Mode::Mixed => {
-                let p = Plan::Mixed(parse_mix(&args.mix));
-                (p, p)
-            }
-            Mode::Delete => (Plan::Sequential(Kind::Delete), Plan::Random(Kind::Get)),
-            _ => (Plan::Random(kind), Plan::Random(kind)),
-        }
+        plans(args.mode, kind, &args.mix, Plan::Random)
     } else {
         assert!(
             !tokens.is_empty(),
@@ -717,16 +740,13 @@ async fn main() {
             .clamp(1, args.concurrency);
         for i in 0..threads {
             let token = tokens[i % tokens.len()].clone();
-            let created = tokio::time::timeout_at(
-                deadline.into(),
+            let thread_id = within_cap(
+                deadline,
+                &args.label,
+                "creating the threads",
                 create_thread(&shared.client, &shared.base, &token),
             )
             .await;
-            let thread_id = match created {
-                Ok(Ok(id)) => id,
-                Ok(Err(status)) => give_up(&args.label, "creating the threads", &[status], false),
-                Err(_) => give_up(&args.label, "creating the threads", &[], true),
-            };
             shared.targets.push(Target { token, thread_id });
         }
         if matches!(args.mode, Mode::List | Mode::Mixed) {
@@ -743,20 +763,9 @@ async fn main() {
                 }
                 Ok(())
             };
-            match tokio::time::timeout_at(deadline.into(), fill).await {
-                Ok(Ok(())) => {}
-                Ok(Err(status)) => give_up(&args.label, "filling the threads", &[status], false),
-                Err(_) => give_up(&args.label, "filling the threads", &[], true),
-            }
+            within_cap(deadline, &args.label, "filling the threads", fill).await;
         }
-        match args.mode {
-            Mode::Mixed => {
-                let p = Plan::Mixed(parse_mix(&args.mix));
-                (p, p)
-            }
-            Mode::Delete => (Plan::Sequential(Kind::Delete), Plan::PerWorker(Kind::Get)),
-            _ => (Plan::PerWorker(kind), Plan::PerWorker(kind)),
-        }
+        plans(args.mode, kind, &args.mix, Plan::PerWorker)
     };
     if args.mode == Mode::Delete {
         assert!(
