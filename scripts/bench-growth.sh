@@ -4,7 +4,7 @@
 # docs/BENCHMARKS.md ("Growth") explains the method and holds the results.
 #
 #   scripts/bench-growth.sh                          # 1× vs 20×, 3 rounds (~3 min on 2 shared cores; ~5 with a baseline)
-#   GROWTH_SCALE=100 scripts/bench-growth.sh         # 1× vs 100×: 10^4 vs 10^6 messages in a thread (the issue's goal; ~10–20 min)
+#   GROWTH_SCALE=100 scripts/bench-growth.sh         # 1× vs 100×: 10^4 vs 10^6 messages in a thread (the issue's goal; ~6–10 min)
 #   GROWTH_SCALE=5 GROWTH_ROUNDS=1 GROWTH_REQUESTS=50 scripts/bench-growth.sh   # smoke run
 #   BENCH_BASELINE=../bench-base/target/release/weft scripts/bench-growth.sh   # + an older build
 #
@@ -221,7 +221,7 @@ for p in "${PAIRS[@]}"; do
   case $p in cur) echo "Weft (this tree)" ;; *) echo "Weft $p ($BASELINE)" ;; esac
   printf '%-26s | %-22s | %-22s | %6s | %s\n' request "1x p50 ms" "${SCALE}x p50 ms" ratio errors
   jq -rs --arg a "${p}1" --arg b "${p}N" '
-    def med: map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    '"$JQ_MED"'
     def f: if . == null then "-" else (. * 1000 | round / 1000 | tostring) end;
     map(select(.name != null)) | group_by(.name) | map(
       (map(select(.sys == $a))) as $x | (map(select(.sys == $b))) as $y |

@@ -15,6 +15,9 @@ if [[ $(id -u) == 0 ]]; then AS_PG=(runuser -u postgres --); fi
 
 log() { printf '[%s %s] %s\n' "${BENCH_NAME:-bench}" "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
+# The median both reports print (a jq definition): the middle of the
+# non-null values, the lower of the two middle ones for an even count.
+JQ_MED='def med: map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;'
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

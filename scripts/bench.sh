@@ -545,7 +545,7 @@ done
 # the per-round ratios (Weft and pgbench of the same round) beside them.
 REPORT=$WORK/report.tsv
 jq -rs --argjson secs "$SECS" '
-  def med: map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  '"$JQ_MED"'
   def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
   def r0: if . == null then "-" else (. | round | tostring) end;
   def r1: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
